@@ -1,0 +1,12 @@
+//! walhook: Postgres logical replication (pgoutput) to signed webhooks, at least once, in order
+//! per row, without letting a slow subscriber fill the database's disk with retained WAL.
+//!
+//! ```text
+//! Postgres ──replication conn (pgoutput v1)──▶ source ──Change──▶ mapping ──Event──▶ delivery ──HTTP POST──▶ subscribers
+//!    ▲                                                                             │   │
+//!    │                                                                 failed/held │   ▼ settled
+//!    └──────── standby status (confirmed LSN) ◀── ack tracker ◀────────────── state (SQLite: retries,
+//!                                                                            dead letters, checkpoint)
+//! ```
+
+pub mod source;

@@ -1,0 +1,8 @@
+//! The replication source: the replication connection, the pgoutput decoder, value encoding,
+//! and the slot and publication SQL. It never sees subscribers or HTTP.
+
+mod change;
+mod lsn;
+
+pub use change::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+pub use lsn::{Lsn, ParseLsnError};
