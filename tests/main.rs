@@ -1,0 +1,7 @@
+//! walhook's integration tests: one binary, against a real Postgres the tests start themselves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod cluster;

@@ -1,0 +1,52 @@
+//! What the integration tests share: a real Postgres and a fresh database per test.
+
+#![allow(dead_code)]
+
+mod postgres;
+
+#[allow(unused_imports)]
+pub use postgres::{find_bin_dir, Server, SUPERUSER_PASSWORD};
+
+/// A fresh database of its own for one test; its name is also unique cluster-wide, so tests
+/// use it for their slot and publication names too.
+pub struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let server = Server::get();
+        let name = server.unique_name("t");
+        let admin = connect(&server.superuser_url("postgres")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        TestDb { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A superuser URL for this database.
+    pub fn url(&self) -> String {
+        Server::get().superuser_url(&self.name)
+    }
+
+    /// A superuser SQL connection to this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url()).await
+    }
+}
+
+/// A plain (no TLS) tokio-postgres connection, driven on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
