@@ -3,6 +3,13 @@
 
 mod change;
 mod lsn;
+mod pgoutput;
+mod wire;
 
 pub use change::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 pub use lsn::{Lsn, ParseLsnError};
+pub use pgoutput::{
+    Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
+    RelationMessage, TruncateOptions, TupleData, TupleValue,
+};
+pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
