@@ -9,4 +9,5 @@
 //!                                                                            dead letters, checkpoint)
 //! ```
 
+pub mod config;
 pub mod source;

@@ -1,0 +1,265 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "PGPASSWORD" => Some("pw".into()),
+        "BILLING_WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        "BILLING_TOKEN" => Some("tok".into()),
+        _ => None,
+    }
+}
+
+/// DESIGN.md's example, filter and all.
+const DESIGN_EXAMPLE: &str = r#"
+[source]
+url = "postgres://walhook:${PGPASSWORD}@db.internal:5432/app?sslmode=require"
+slot = "walhook"
+publication = "walhook"
+status_interval = "10s"
+heartbeat_interval = "1m"
+lag_warn = "1GB"
+
+[state]
+path = "walhook-state.db"
+
+[api]
+listen = "127.0.0.1:9187"
+
+[subscribers.billing]
+url = "https://billing.internal/hooks/walhook"
+secret = "${BILLING_WEBHOOK_SECRET}"
+headers = { "Authorization" = "Bearer ${BILLING_TOKEN}" }
+timeout = "10s"
+concurrency = 16
+batch_size = 1
+batch_wait = "20ms"
+retry = { initial = "1s", max = "10m", give_up_after = "3d" }
+
+[[events]]
+type = "order.created"
+table = "public.orders"
+operations = ["insert"]
+subscribers = ["billing"]
+when = "row.status == 'paid' && old.status != 'paid'"
+columns = ["id", "status", "amount"]
+key = ["customer_id"]
+"#;
+
+fn errors_of(text: &str) -> Vec<String> {
+    match parse(text, Path::new("/etc/walhook"), &env) {
+        Err(ParseError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+        other => panic!("expected validation errors, got {other:?}"),
+    }
+}
+
+#[test]
+fn design_example_parses_with_every_value() {
+    let config = parse(DESIGN_EXAMPLE, Path::new("/etc/walhook"), &env).unwrap();
+    assert_eq!(
+        config.source.url.expose(),
+        "postgres://walhook:pw@db.internal:5432/app?sslmode=require"
+    );
+    assert_eq!(config.source.slot, "walhook");
+    assert_eq!(config.source.status_interval, Duration::from_secs(10));
+    assert_eq!(config.source.heartbeat_interval, Duration::from_secs(60));
+    assert_eq!(config.source.lag_warn_bytes, 1 << 30);
+    assert_eq!(
+        config.state.path,
+        Path::new("/etc/walhook/walhook-state.db")
+    );
+    assert_eq!(
+        config.api.as_ref().unwrap().listen.to_string(),
+        "127.0.0.1:9187"
+    );
+    let billing = config.subscriber("billing").unwrap();
+    assert_eq!(
+        billing.url.as_str(),
+        "https://billing.internal/hooks/walhook"
+    );
+    assert_eq!(billing.headers[0].0, "Authorization");
+    assert_eq!(billing.headers[0].1.expose(), "Bearer tok");
+    assert_eq!(billing.concurrency, 16);
+    assert_eq!(billing.batch_wait, Duration::from_millis(20));
+    assert_eq!(
+        billing.retry,
+        RetryConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(3 * 86_400),
+        }
+    );
+    assert_eq!(billing.signing_key.as_ref().unwrap().expose().len(), 24);
+    let rule = &config.events[0];
+    assert_eq!(rule.event_type, "order.created");
+    assert_eq!(rule.table.to_string(), "public.orders");
+    assert_eq!(rule.operations, vec![Operation::Insert]);
+    assert_eq!(rule.key.as_deref(), Some(&["customer_id".to_string()][..]));
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = parse(
+        r#"
+        source.url = "postgres://localhost/app"
+        subscribers.a.url = "http://127.0.0.1:9000/"
+        [[events]]
+        type = "t"
+        table = "public.t"
+        subscribers = ["a"]
+        "#,
+        Path::new("dir"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.source.slot, "walhook");
+    assert_eq!(config.source.publication, "walhook");
+    assert_eq!(config.source.status_interval, Duration::from_secs(10));
+    assert_eq!(config.source.max_unsettled, 20_000);
+    assert_eq!(config.state.path, Path::new("dir/walhook-state.db"));
+    assert!(config.api.is_none());
+    let a = &config.subscribers[0];
+    assert!(a.signing_key.is_none());
+    assert_eq!((a.concurrency, a.batch_size), (16, 1));
+    assert_eq!(a.timeout, Duration::from_secs(10));
+    assert_eq!(config.events[0].operations, Operation::ALL.to_vec());
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let config = parse(DESIGN_EXAMPLE, Path::new("."), &env).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("pw@"), "{debug}");
+    assert!(!debug.contains("Bearer tok"), "{debug}");
+    assert!(!debug.contains("MfKQ9r8G"), "{debug}");
+    assert!(debug.contains("[redacted]"));
+}
+
+#[test]
+fn every_mistake_is_reported_at_once_with_its_key() {
+    let errors = errors_of(
+        r#"
+        colour = "blue"
+        [source]
+        url = "mysql://db/app"
+        slot = "Walhook-Slot"
+        status_interval = "ten seconds"
+        lag_warn = "lots"
+        [subscribers.billing]
+        url = "ftp://billing"
+        secret = "not-a-secret"
+        concurrency = 0
+        retries = 3
+        headers = { "webhook-id" = "x", "Bad Header" = "y" }
+        [[events]]
+        type = "order..created"
+        table = "orders"
+        operations = ["insert", "upsert"]
+        subscribers = ["biling"]
+        when = "row.status =="
+        [[events]]
+        type = "x"
+        table = "public.x"
+        subscribers = []
+        columns = []
+        "#,
+    );
+    let want = [
+        "colour: unknown key; the keys here are source, state, api, subscribers, events",
+        "source.url: must be a postgres:// URL with a host, e.g. `postgres://walhook:${PGPASSWORD}@db.internal:5432/app`",
+        "source.lag_warn: must be a size: a whole number with unit B, kB, MB, GB or TB, e.g. `1GB`; got `lots`",
+        "source.slot: must be 1 to 63 lower-case letters, digits or `_`, e.g. `walhook`; got `Walhook-Slot`",
+        "source.status_interval: must be a duration: a whole number with unit ms, s, m, h or d, e.g. `10s`; got `ten seconds`",
+        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry",
+        "subscribers.billing.url: must be an http or https URL with a host, e.g. `https://billing.internal/hooks/walhook`; got `ftp://billing`",
+        "subscribers.billing.secret: must be a Standard Webhooks secret: `whsec_` then base64, e.g. `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`",
+        "subscribers.billing.headers.Bad Header: must be an HTTP header name (letters, digits, `-`), e.g. `Authorization`",
+        "subscribers.billing.headers.webhook-id: walhook sets `webhook-id` itself; choose another header, e.g. `X-Source`",
+        "subscribers.billing.concurrency: must be a whole number from 1 to 1000000, e.g. `16`; got `0`",
+        "events[0].type: must be a dot-separated name of letters, digits, `_` and `-`, e.g. `order.created`; got `order..created`",
+        "events[0].table: must be written `schema.table`, e.g. `public.orders`; got `orders`",
+        "events[0].operations[1]: must be one of insert, update, delete, truncate, e.g. `insert`; got `upsert`",
+        "events[0].subscribers[0]: no subscriber named `biling`; declared: billing",
+        "events[1].subscribers: must name at least one subscriber, e.g. `[\"billing\"]`",
+        "events[1].columns: must list one or more column names, e.g. `[\"id\", \"status\"]`",
+    ];
+    for line in want {
+        assert!(
+            errors.iter().any(|e| e == line),
+            "missing `{line}` in {errors:#?}"
+        );
+    }
+    let when = errors
+        .iter()
+        .find(|e| e.starts_with("events[0].when: is not a valid CEL expression"));
+    assert!(when.is_some(), "{errors:#?}");
+    assert_eq!(errors.len(), want.len() + 1, "{errors:#?}");
+}
+
+#[test]
+fn missing_essentials_are_named() {
+    let errors = errors_of("");
+    assert_eq!(
+        errors,
+        [
+            "source.url: is required: the database to stream from, e.g. `postgres://walhook:${PGPASSWORD}@db.internal:5432/app`",
+            "events: at least one [[events]] rule is needed, e.g. `[[events]] type = \"order.created\" table = \"public.orders\" operations = [\"insert\"] subscribers = [\"billing\"]`",
+        ]
+    );
+}
+
+#[test]
+fn unset_variables_are_errors_with_their_key() {
+    let errors = errors_of(
+        r#"
+        source.url = "postgres://u:${NOT_SET}@h/db"
+        subscribers.a = { url = "http://x/", headers = { "X-Token" = "${ALSO_NOT_SET}" } }
+        "#,
+    );
+    assert_eq!(
+        errors,
+        [
+            "source.url: environment variable `NOT_SET` is not set; set it, or give a default like `${NOT_SET:-value}`",
+            "subscribers.a.headers.X-Token: environment variable `ALSO_NOT_SET` is not set; set it, or give a default like `${ALSO_NOT_SET:-value}`",
+        ]
+    );
+}
+
+#[test]
+fn retry_bounds_must_make_sense() {
+    let errors = errors_of(
+        r#"
+        source.url = "postgres://h/db"
+        subscribers.a = { url = "http://x/", retry = { initial = "0s", max = "10m", jitter = true } }
+        [[events]]
+        type = "t"
+        table = "public.t"
+        subscribers = ["a"]
+        "#,
+    );
+    assert_eq!(
+        errors,
+        [
+            "subscribers.a.retry.jitter: unknown key; the keys here are initial, max, give_up_after",
+            "subscribers.a.retry.initial: must be more than 0, e.g. `1s`",
+        ]
+    );
+}
+
+#[test]
+fn toml_syntax_errors_say_where() {
+    match parse("[source\nurl = 1", Path::new("."), &env) {
+        Err(ParseError::Syntax(message)) => assert!(message.contains("line 1"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn example_config_in_the_repository_is_valid() {
+    let text = include_str!("../../config.example.toml");
+    let config = parse(text, Path::new("."), &|_| None).unwrap();
+    assert_eq!(config.events.len(), 3);
+    assert_eq!(config.subscribers.len(), 2);
+}
