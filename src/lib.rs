@@ -9,5 +9,7 @@
 //!                                                                            dead letters, checkpoint)
 //! ```
 
+pub mod cli;
 pub mod config;
+pub mod mapping;
 pub mod source;

@@ -4,5 +4,8 @@
 
 mod support;
 
+mod check;
 mod cluster;
+mod replication;
+mod source;
 mod values;

@@ -3,17 +3,34 @@
 
 mod catalog;
 mod change;
+mod connect;
 mod lsn;
 mod pgoutput;
+mod replication;
 mod value;
 mod wire;
 
 pub use catalog::{resolve_type, CatalogError};
 pub use change::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+pub use connect::{
+    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, SpecError, SslMode,
+    TlsError,
+};
 pub use lsn::{Lsn, ParseLsnError};
 pub use pgoutput::{
     Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
     RelationMessage, TruncateOptions, TupleData, TupleValue,
 };
+pub use replication::{
+    AuthFailure, ReplicationClient, ReplicationError, ReplicationStream, SystemIdentity,
+};
 pub use value::{encode_text, PgType, TypeRegistry, ValueError};
 pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
+
+mod assembler;
+pub mod prerequisites;
+pub mod provision;
+mod sql;
+pub use assembler::{AssembleError, Assembled, Assembler};
+mod stream;
+pub use stream::{stream, SourceError, SourceEvent, SourceSettings};

@@ -2,10 +2,11 @@
 
 #![allow(dead_code)]
 
+pub mod json;
 mod postgres;
 
 #[allow(unused_imports)]
-pub use postgres::{find_bin_dir, Server, SUPERUSER_PASSWORD};
+pub use postgres::{find_bin_dir, Cluster, Server, SUPERUSER_PASSWORD};
 
 /// A fresh database of its own for one test; its name is also unique cluster-wide, so tests
 /// use it for their slot and publication names too.

@@ -92,6 +92,34 @@ impl Server {
     }
 
     fn start_throwaway() -> Server {
+        let cluster = Cluster::start("");
+        spawn_reaper(&cluster.bin, &cluster.dir, cluster.as_root);
+        let server = Server {
+            host: "127.0.0.1".into(),
+            port: cluster.port,
+            user: "postgres".into(),
+            password: SUPERUSER_PASSWORD.into(),
+            dir: Some(cluster.dir.clone()),
+            bin: Some(cluster.bin.clone()),
+        };
+        // The reaper stops the shared cluster when the test process exits.
+        std::mem::forget(cluster);
+        server
+    }
+}
+
+/// A cluster of the test's own, for settings the shared one must not have (`wal_level =
+/// replica`, few slots); stopped and removed when dropped.
+pub struct Cluster {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    as_root: bool,
+}
+
+impl Cluster {
+    /// Starts a cluster with `extra_conf` appended to its postgresql.conf.
+    pub fn start(extra_conf: &str) -> Cluster {
         let bin = find_bin_dir().expect(
             "no Postgres server binaries: install postgresql-15, or set PG_BIN, \
              or set WALHOOK_TEST_PG_URL to an existing server",
@@ -100,7 +128,8 @@ impl Server {
             .map(|m| m.uid())
             .unwrap_or(1)
             == 0;
-        let dir = std::env::temp_dir().join(format!("walhook-test-pg-{}", std::process::id()));
+        let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("walhook-test-pg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -128,7 +157,7 @@ impl Server {
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_replication_slots = 100\nmax_wal_senders = 100\n\
              max_connections = 300\nfsync = off\nfull_page_writes = off\n\
-             shared_buffers = 128MB\nwal_sender_timeout = 60s\nlog_min_messages = warning\n{}",
+             shared_buffers = 128MB\nwal_sender_timeout = 60s\nlog_min_messages = warning\n{}{extra_conf}\n",
             dir.display(),
             if ssl {
                 format!(
@@ -148,21 +177,46 @@ impl Server {
             format!("host all cleartext_user 127.0.0.1/32 password\n{hba}"),
         )
         .unwrap();
-        run(as_cluster_owner(as_root, &bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("log"))
-            .args(["-w", "-t", "60", "start"]));
-        spawn_reaper(&bin, &dir, as_root);
-        Server {
-            host: "127.0.0.1".into(),
+        let cluster = Cluster {
             port,
-            user: "postgres".into(),
-            password: SUPERUSER_PASSWORD.into(),
-            dir: Some(dir),
-            bin: Some(bin),
-        }
+            dir,
+            bin,
+            as_root,
+        };
+        cluster.pg_ctl("start");
+        cluster
+    }
+
+    /// A superuser URL for database `db`.
+    pub fn superuser_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    pub fn restart(&self) {
+        self.pg_ctl("restart");
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        run(as_cluster_owner(self.as_root, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", "-m", "fast", action]));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_cluster_owner(self.as_root, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,0 +1,146 @@
+//! The command line (DESIGN.md "Command line"). Each command loads the validated config and
+//! calls into the library; exit codes: 0 ok, 1 a problem the user must fix, 2 usage error.
+
+mod database;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walhook",
+    version,
+    about = "Postgres changes to signed webhooks"
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        env = "WALHOOK_CONFIG",
+        default_value = "walhook.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream and deliver until SIGINT/SIGTERM, then drain and exit.
+    Run,
+    /// Validate the config and check the database; list every problem with its fix.
+    Check,
+    /// Print (or with --apply run) the SQL that creates the publication and slot.
+    Setup {
+        /// Run the SQL instead of printing it.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Drop the slot (and the publication if walhook created it).
+    Teardown,
+    /// Slot lag, confirmed LSN, retry backlog and dead letters per subscriber.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect, replay or discard events that could not be delivered.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLetterAction {
+    /// List dead letters.
+    List(DeadLetterFilter),
+    /// Put dead letters back into their subscriber's retry queue.
+    Replay(DeadLetterFilter),
+    /// Delete dead letters.
+    Discard(DeadLetterFilter),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadLetterFilter {
+    /// Only this subscriber's dead letters.
+    #[arg(long)]
+    pub subscriber: Option<String>,
+    /// Only the dead letter with this event id.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// A failure already explained to the user on stderr; exit 1.
+#[derive(Debug)]
+pub struct Reported;
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = match config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match cli.command {
+        Command::Check => database::check(&config).await,
+        Command::Setup { apply } => database::setup(&config, apply).await,
+        Command::Teardown => database::teardown(&config).await,
+        Command::Run | Command::Status { .. } | Command::DeadLetters { .. } => not_yet(&config),
+    }
+}
+
+fn not_yet(_config: &Config) -> anyhow::Result<ExitCode> {
+    eprintln!("error: this command is not implemented yet in this build of walhook");
+    Ok(ExitCode::from(1))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

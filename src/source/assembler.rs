@@ -1,0 +1,311 @@
+//! Turns decoded pgoutput messages into [`Change`]s: keeps the relation cache, numbers the
+//! changes of each transaction, and encodes every value. Pure: types the built-ins do not know
+//! are resolved by the caller (through the catalog) before a Relation message is applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::pgoutput::{Begin, LogicalMessage, OldTuple, RelationMessage, TupleValue};
+use super::value::{encode_text, PgType, TypeRegistry, ValueError};
+use super::{Change, Datum, Lsn, Operation, RowImage, Table};
+
+/// What one message amounts to for the rest of walhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assembled {
+    Begin {
+        commit_lsn: Lsn,
+        xid: u32,
+    },
+    Change(Change),
+    /// The transaction is complete; confirming `end_lsn` acknowledges all of it.
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+    },
+    /// A `pg_logical_emit_message` (walhook's heartbeat, or a backfill watermark).
+    Message {
+        lsn: Lsn,
+        transactional: bool,
+        prefix: String,
+        content: Vec<u8>,
+    },
+}
+
+/// Why a message could not be turned into changes. Each names what is wrong with the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("change for relation {0} arrived before its Relation message")]
+    UnknownRelation(u32),
+    #[error("column `{column}` of {table} has type OID {oid}, which was not resolved")]
+    UnresolvedType {
+        table: String,
+        column: String,
+        oid: u32,
+    },
+    #[error("{what} arrived outside a transaction")]
+    OutsideTransaction { what: &'static str },
+    #[error("{table} sent {got} values for {expected} columns")]
+    ColumnCount {
+        table: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("column `{column}` of {table} was sent in binary; walhook asks for text")]
+    BinaryValue { table: String, column: String },
+    #[error("column `{column}` of {table} has a value walhook cannot encode")]
+    Value {
+        table: String,
+        column: String,
+        #[source]
+        source: ValueError,
+    },
+}
+
+struct Relation {
+    table: Arc<Table>,
+    types: Vec<Arc<PgType>>,
+}
+
+struct Transaction {
+    commit_lsn: Lsn,
+    xid: u32,
+    commit_time_micros: i64,
+    next_index: u32,
+}
+
+/// The relation cache and the transaction being read.
+#[derive(Default)]
+pub struct Assembler {
+    relations: HashMap<u32, Relation>,
+    txn: Option<Transaction>,
+}
+
+impl Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The column type OIDs of `relation` that `types` does not know yet.
+    pub fn missing_types(relation: &RelationMessage<'_>, types: &TypeRegistry) -> Vec<u32> {
+        let mut missing: Vec<u32> = relation
+            .columns
+            .iter()
+            .map(|c| c.type_oid)
+            .filter(|oid| types.get(*oid).is_none())
+            .collect();
+        missing.dedup();
+        missing
+    }
+
+    /// Applies one message, appending what it amounts to (nothing for Relation, Type and
+    /// Origin; one change per table for a Truncate) to `out`.
+    pub fn apply(
+        &mut self,
+        message: LogicalMessage<'_>,
+        types: &TypeRegistry,
+        out: &mut Vec<Assembled>,
+    ) -> Result<(), AssembleError> {
+        match message {
+            LogicalMessage::Begin(Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            }) => {
+                self.txn = Some(Transaction {
+                    commit_lsn: final_lsn,
+                    xid,
+                    commit_time_micros: commit_time.unix_micros(),
+                    next_index: 0,
+                });
+                out.push(Assembled::Begin {
+                    commit_lsn: final_lsn,
+                    xid,
+                });
+            }
+            LogicalMessage::Commit(commit) => {
+                self.txn = None;
+                out.push(Assembled::Commit {
+                    commit_lsn: commit.commit_lsn,
+                    end_lsn: commit.end_lsn,
+                });
+            }
+            LogicalMessage::Relation(relation) => self.relation(&relation, types)?,
+            LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } => {}
+            LogicalMessage::Insert { relation, new } => {
+                let rel = self.relation_of(relation)?;
+                let (row, unchanged_toast) = image(rel, &new, false)?;
+                let change = self.change(
+                    rel.table.clone(),
+                    Operation::Insert,
+                    Some(row),
+                    None,
+                    unchanged_toast,
+                )?;
+                out.push(Assembled::Change(change));
+            }
+            LogicalMessage::Update { relation, old, new } => {
+                let rel = self.relation_of(relation)?;
+                let (row, unchanged_toast) = image(rel, &new, false)?;
+                let old = old.map(|old| old_image(rel, &old)).transpose()?;
+                let change = self.change(
+                    rel.table.clone(),
+                    Operation::Update,
+                    Some(row),
+                    old,
+                    unchanged_toast,
+                )?;
+                out.push(Assembled::Change(change));
+            }
+            LogicalMessage::Delete { relation, old } => {
+                let rel = self.relation_of(relation)?;
+                let old = old_image(rel, &old)?;
+                let change = self.change(
+                    rel.table.clone(),
+                    Operation::Delete,
+                    None,
+                    Some(old),
+                    Vec::new(),
+                )?;
+                out.push(Assembled::Change(change));
+            }
+            LogicalMessage::Truncate { relations, .. } => {
+                for oid in relations {
+                    let table = self.relation_of(oid)?.table.clone();
+                    let change = self.change(table, Operation::Truncate, None, None, Vec::new())?;
+                    out.push(Assembled::Change(change));
+                }
+            }
+            LogicalMessage::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => out.push(Assembled::Message {
+                lsn,
+                transactional,
+                prefix: prefix.to_string(),
+                content: content.to_vec(),
+            }),
+        }
+        Ok(())
+    }
+
+    fn relation(
+        &mut self,
+        message: &RelationMessage<'_>,
+        types: &TypeRegistry,
+    ) -> Result<(), AssembleError> {
+        let table = message.to_table();
+        let mut column_types = Vec::with_capacity(table.columns.len());
+        for column in &table.columns {
+            let ty = types
+                .get(column.type_oid)
+                .ok_or_else(|| AssembleError::UnresolvedType {
+                    table: table.qualified_name(),
+                    column: column.name.clone(),
+                    oid: column.type_oid,
+                })?;
+            column_types.push(ty.clone());
+        }
+        self.relations.insert(
+            message.oid,
+            Relation {
+                table: Arc::new(table),
+                types: column_types,
+            },
+        );
+        Ok(())
+    }
+
+    fn relation_of(&self, oid: u32) -> Result<&Relation, AssembleError> {
+        self.relations
+            .get(&oid)
+            .ok_or(AssembleError::UnknownRelation(oid))
+    }
+
+    fn change(
+        &mut self,
+        table: Arc<Table>,
+        operation: Operation,
+        row: Option<RowImage>,
+        old: Option<RowImage>,
+        unchanged_toast: Vec<usize>,
+    ) -> Result<Change, AssembleError> {
+        let txn = self.txn.as_mut().ok_or(AssembleError::OutsideTransaction {
+            what: operation.as_str(),
+        })?;
+        let index = txn.next_index;
+        txn.next_index += 1;
+        Ok(Change {
+            table,
+            operation,
+            row,
+            old,
+            unchanged_toast,
+            commit_lsn: txn.commit_lsn,
+            xid: txn.xid,
+            commit_time_micros: txn.commit_time_micros,
+            index,
+        })
+    }
+}
+
+/// A key-only old tuple sends NULL for every non-key column: those are absent, not NULL.
+fn old_image(rel: &Relation, old: &OldTuple<'_>) -> Result<RowImage, AssembleError> {
+    let key_only = matches!(old, OldTuple::Key(_));
+    image(rel, old.values(), key_only).map(|(row, _)| row)
+}
+
+/// Encodes a tuple; returns the image and the columns sent as unchanged TOAST.
+fn image(
+    rel: &Relation,
+    values: &[TupleValue<'_>],
+    key_only: bool,
+) -> Result<(RowImage, Vec<usize>), AssembleError> {
+    let columns = &rel.table.columns;
+    if values.len() != columns.len() {
+        return Err(AssembleError::ColumnCount {
+            table: rel.table.qualified_name(),
+            expected: columns.len(),
+            got: values.len(),
+        });
+    }
+    let mut row = RowImage {
+        json: String::new(),
+        datums: Vec::with_capacity(values.len()),
+    };
+    let mut unchanged_toast = Vec::new();
+    for (i, ((value, column), ty)) in values.iter().zip(columns).zip(&rel.types).enumerate() {
+        if key_only && !column.is_key {
+            row.datums.push(Datum::Absent);
+            continue;
+        }
+        let datum = match value {
+            TupleValue::Null => Datum::Null,
+            TupleValue::UnchangedToast => {
+                unchanged_toast.push(i);
+                Datum::Absent
+            }
+            TupleValue::Text(text) => {
+                let start = row.json.len() as u32;
+                encode_text(ty, text, &mut row.json).map_err(|source| AssembleError::Value {
+                    table: rel.table.qualified_name(),
+                    column: column.name.clone(),
+                    source,
+                })?;
+                Datum::Value {
+                    start,
+                    end: row.json.len() as u32,
+                }
+            }
+            TupleValue::Binary(_) => {
+                return Err(AssembleError::BinaryValue {
+                    table: rel.table.qualified_name(),
+                    column: column.name.clone(),
+                })
+            }
+        };
+        row.datums.push(datum);
+    }
+    Ok((row, unchanged_toast))
+}

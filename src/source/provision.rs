@@ -1,0 +1,196 @@
+//! Creating and dropping what walhook needs in the database: the publication and the slot.
+//! `walhook setup` prints or applies the plan, `walhook run` applies it on first start, and
+//! `walhook teardown` undoes it so no slot is left behind to retain WAL.
+
+use crate::config::TableName;
+
+use super::sql;
+
+/// The comment that marks a publication as walhook's own, so teardown may drop it.
+pub const OWNED_COMMENT: &str = "walhook: created by walhook setup; walhook teardown drops it";
+
+/// What walhook manages for one config.
+pub struct Target<'a> {
+    pub slot: &'a str,
+    pub publication: &'a str,
+    pub tables: &'a [&'a TableName],
+}
+
+/// Why the plan could not be made or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("mapped table(s) {} do not exist; create them or correct the config", .0.join(", "))]
+    MissingTables(Vec<String>),
+    #[error(
+        "replication slot `{slot}` is in use by process {pid}; stop the walhook using it first"
+    )]
+    SlotActive { slot: String, pid: i32 },
+    #[error("database query failed")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+/// The SQL statements that bring the database to what `target` needs, given what exists now;
+/// empty when nothing is missing.
+pub async fn plan(
+    client: &tokio_postgres::Client,
+    target: &Target<'_>,
+) -> Result<Vec<String>, ProvisionError> {
+    let mut missing_tables = Vec::new();
+    for table in target.tables {
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                &[&table.schema, &table.name],
+            )
+            .await?
+            .is_some();
+        if !exists {
+            missing_tables.push(sql::table_readable(table));
+        }
+    }
+    if !missing_tables.is_empty() {
+        return Err(ProvisionError::MissingTables(missing_tables));
+    }
+
+    let mut statements = Vec::new();
+    let publication = sql::ident(target.publication);
+    let all_ops = "insert, update, delete, truncate";
+    let existing = client
+        .query_opt(
+            "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate \
+             FROM pg_publication WHERE pubname = $1",
+            &[&target.publication],
+        )
+        .await?;
+    match existing {
+        None => {
+            let tables: Vec<String> = target.tables.iter().map(|t| sql::table(t)).collect();
+            statements.push(format!(
+                "CREATE PUBLICATION {publication} FOR TABLE {} WITH (publish = '{all_ops}');",
+                tables.join(", ")
+            ));
+            statements.push(format!(
+                "COMMENT ON PUBLICATION {publication} IS {};",
+                sql::literal(OWNED_COMMENT)
+            ));
+        }
+        Some(row) => {
+            let (all_tables, every_op): (bool, bool) = (row.get(0), row.get(1));
+            if !every_op {
+                statements.push(format!(
+                    "ALTER PUBLICATION {publication} SET (publish = '{all_ops}');"
+                ));
+            }
+            if !all_tables {
+                let published: Vec<(String, String)> = client
+                    .query(
+                        "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                        &[&target.publication],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+                let missing: Vec<String> = target
+                    .tables
+                    .iter()
+                    .filter(|t| {
+                        !published
+                            .iter()
+                            .any(|(s, n)| *s == t.schema && *n == t.name)
+                    })
+                    .map(|t| sql::table(t))
+                    .collect();
+                if !missing.is_empty() {
+                    statements.push(format!(
+                        "ALTER PUBLICATION {publication} ADD TABLE {};",
+                        missing.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    let slot_exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&target.slot],
+        )
+        .await?
+        .is_some();
+    if !slot_exists {
+        statements.push(format!(
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput');",
+            sql::literal(target.slot)
+        ));
+    }
+    Ok(statements)
+}
+
+/// Runs each statement on its own, in order (a slot cannot be created in a transaction that
+/// has written).
+pub async fn apply(
+    client: &tokio_postgres::Client,
+    statements: &[String],
+) -> Result<(), ProvisionError> {
+    for statement in statements {
+        client.batch_execute(statement).await?;
+    }
+    Ok(())
+}
+
+/// What teardown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Teardown {
+    pub dropped_slot: bool,
+    pub dropped_publication: bool,
+    /// The publication exists but walhook did not create it, so it was left in place.
+    pub kept_publication: bool,
+}
+
+/// Drops the slot, and the publication when walhook created it.
+pub async fn teardown(
+    client: &tokio_postgres::Client,
+    target: &Target<'_>,
+) -> Result<Teardown, ProvisionError> {
+    let slot = client
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&target.slot],
+        )
+        .await?;
+    if let Some(Some(pid)) = slot.as_ref().map(|r| r.get::<_, Option<i32>>(0)) {
+        return Err(ProvisionError::SlotActive {
+            slot: target.slot.to_string(),
+            pid,
+        });
+    }
+    if slot.is_some() {
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&target.slot])
+            .await?;
+    }
+    let comment: Option<Option<String>> = client
+        .query_opt(
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            &[&target.publication],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let owned = comment
+        .as_ref()
+        .is_some_and(|c| c.as_deref().is_some_and(|c| c.starts_with("walhook:")));
+    if owned {
+        client
+            .batch_execute(&format!(
+                "DROP PUBLICATION {};",
+                sql::ident(target.publication)
+            ))
+            .await?;
+    }
+    Ok(Teardown {
+        dropped_slot: slot.is_some(),
+        dropped_publication: owned,
+        kept_publication: comment.is_some() && !owned,
+    })
+}

@@ -1,0 +1,304 @@
+//! The running source: one replication session from connect to CopyDone. It decodes the
+//! stream into [`SourceEvent`]s for the pipeline and reports progress to Postgres with standby
+//! status updates carrying the LSN the ack tracker confirmed.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
+
+use super::assembler::{AssembleError, Assembled, Assembler};
+use super::catalog::{resolve_type, CatalogError};
+use super::connect::{connect_sql, ConnectError, ConnectSpec};
+use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
+use super::replication::{ReplicationClient, ReplicationError, ReplicationStream};
+use super::value::TypeRegistry;
+use super::wire::{ReplicationMessage, StandbyStatusUpdate};
+use super::{Change, Lsn};
+
+/// What the source hands the pipeline, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    Begin {
+        commit_lsn: Lsn,
+        xid: u32,
+    },
+    Change(Change),
+    /// Confirming `end_lsn` acknowledges the whole transaction.
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+    },
+    /// A `pg_logical_emit_message` outside any transaction the pipeline is reading.
+    Message {
+        lsn: Lsn,
+        prefix: String,
+        content: Vec<u8>,
+    },
+    /// Everything the server holds up to `wal_end` has been handed over: once every earlier
+    /// event is settled, `wal_end` may be confirmed (so unrelated WAL does not hold the slot).
+    CaughtUp {
+        wal_end: Lsn,
+    },
+}
+
+/// Where and what to stream.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub spec: ConnectSpec,
+    pub slot: String,
+    pub publication: String,
+    /// Standby status updates go out at least this often.
+    pub status_interval: Duration,
+}
+
+/// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open the SQL connection for catalog lookups")]
+    Connect(#[from] ConnectError),
+    #[error("replication connection failed")]
+    Replication(#[from] ReplicationError),
+    #[error("malformed replication message at {lsn}")]
+    Decode {
+        lsn: Lsn,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("cannot make sense of the change at {lsn}")]
+    Assemble {
+        lsn: Lsn,
+        #[source]
+        source: AssembleError,
+    },
+    #[error("cannot resolve a column type")]
+    Catalog(#[from] CatalogError),
+    #[error("the pipeline stopped taking events")]
+    PipelineClosed,
+}
+
+impl SourceError {
+    /// Whether reconnecting may help: connection trouble may pass, a stream walhook cannot
+    /// decode will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Catalog(_) => true,
+            // Connection loss and server restarts pass; bad credentials, a missing slot or one
+            // in use by another process (SQLSTATE 55006) need the operator.
+            Self::Replication(e) => match e {
+                ReplicationError::Io { .. } | ReplicationError::Tls { .. } => true,
+                ReplicationError::Server { code, .. } => {
+                    code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                }
+                ReplicationError::Auth { .. } | ReplicationError::Protocol { .. } => false,
+            },
+            Self::Decode { .. } | Self::Assemble { .. } | Self::PipelineClosed => false,
+        }
+    }
+}
+
+/// Streams until `shutdown` turns true (then sends a final status update and CopyDone and
+/// returns `Ok`), or until an error. `confirmed` carries the LSN the ack tracker confirmed; it
+/// never moves backward.
+pub async fn stream(
+    settings: &SourceSettings,
+    events: &mpsc::Sender<SourceEvent>,
+    confirmed: &mut watch::Receiver<Lsn>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let sql = connect_sql(&settings.spec).await?;
+    let client = ReplicationClient::connect(&settings.spec).await?;
+    let stream = client
+        .start_replication(&settings.slot, &settings.publication, Lsn(0))
+        .await?;
+    let mut session = Session {
+        stream,
+        sql,
+        events,
+        types: TypeRegistry::builtin(),
+        assembler: Assembler::new(),
+        in_transaction: false,
+        received: Lsn(0),
+        sent: None,
+        last_status: Instant::now(),
+        status_interval: settings.status_interval,
+    };
+    let result = session.run(confirmed, shutdown).await;
+    let confirmed_now = *confirmed.borrow();
+    match result {
+        Ok(()) => {
+            // Stop cleanly: the last word to Postgres is what walhook has settled.
+            session.send_status(confirmed_now, false).await?;
+            session.stream.finish().await?;
+            info!(confirmed = %confirmed_now, "replication stopped");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+struct Session<'a> {
+    stream: ReplicationStream,
+    sql: tokio_postgres::Client,
+    events: &'a mpsc::Sender<SourceEvent>,
+    types: TypeRegistry,
+    assembler: Assembler,
+    in_transaction: bool,
+    /// The end of the WAL received so far (reported as the write position).
+    received: Lsn,
+    /// The flush position last reported.
+    sent: Option<Lsn>,
+    last_status: Instant,
+    status_interval: Duration,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        confirmed: &mut watch::Receiver<Lsn>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
+        let mut tick = tokio::time::interval(self.status_interval.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut assembled = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                // 1. Shutdown: stop reading; the caller sends the final status.
+                _ = stopped(shutdown) => return Ok(()),
+                // 2. Progress: report newly confirmed positions (at most once per tick).
+                _ = tick.tick() => {
+                    let lsn = *confirmed.borrow();
+                    let due = self.last_status.elapsed() >= self.status_interval;
+                    if due || self.sent != Some(lsn) {
+                        self.send_status(lsn, false).await?;
+                    }
+                }
+                // 3. New input from the server.
+                payload = self.stream.recv() => {
+                    let Some(payload) = payload? else { return Ok(()) };
+                    self.handle(&payload, confirmed, &mut assembled).await?;
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        payload: &[u8],
+        confirmed: &watch::Receiver<Lsn>,
+        assembled: &mut Vec<Assembled>,
+    ) -> Result<(), SourceError> {
+        let message =
+            ReplicationMessage::decode(payload).map_err(|source| SourceError::Decode {
+                lsn: self.received,
+                source,
+            })?;
+        match message {
+            ReplicationMessage::PrimaryKeepalive(keepalive) => {
+                self.received = self.received.max(keepalive.wal_end);
+                if keepalive.reply_requested {
+                    let lsn = *confirmed.borrow();
+                    self.send_status(lsn, false).await?;
+                }
+                if !self.in_transaction {
+                    self.hand_over(
+                        SourceEvent::CaughtUp {
+                            wal_end: keepalive.wal_end,
+                        },
+                        confirmed,
+                    )
+                    .await?;
+                }
+            }
+            ReplicationMessage::XLogData(data) => {
+                self.received = self.received.max(data.wal_end);
+                let lsn = data.wal_start;
+                let message = LogicalMessage::decode(data.data)
+                    .map_err(|source| SourceError::Decode { lsn, source })?;
+                if let LogicalMessage::Relation(relation) = &message {
+                    for oid in Assembler::missing_types(relation, &self.types) {
+                        resolve_type(&self.sql, oid, &mut self.types).await?;
+                    }
+                }
+                self.assembler
+                    .apply(message, &self.types, assembled)
+                    .map_err(|source| SourceError::Assemble { lsn, source })?;
+                for item in assembled.drain(..) {
+                    let event = match item {
+                        Assembled::Begin { commit_lsn, xid } => {
+                            self.in_transaction = true;
+                            SourceEvent::Begin { commit_lsn, xid }
+                        }
+                        Assembled::Change(change) => SourceEvent::Change(change),
+                        Assembled::Commit {
+                            commit_lsn,
+                            end_lsn,
+                        } => {
+                            self.in_transaction = false;
+                            SourceEvent::Commit {
+                                commit_lsn,
+                                end_lsn,
+                            }
+                        }
+                        Assembled::Message {
+                            lsn,
+                            prefix,
+                            content,
+                            ..
+                        } => SourceEvent::Message {
+                            lsn,
+                            prefix,
+                            content,
+                        },
+                    };
+                    self.hand_over(event, confirmed).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes one event on, waiting while the pipeline is full (backpressure), but still
+    /// sending status updates meanwhile so Postgres does not time the connection out.
+    async fn hand_over(
+        &mut self,
+        event: SourceEvent,
+        confirmed: &watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        loop {
+            let wait = self.status_interval.min(Duration::from_secs(1));
+            match tokio::time::timeout(wait, self.events.reserve()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(event);
+                    return Ok(());
+                }
+                Ok(Err(_)) => return Err(SourceError::PipelineClosed),
+                Err(_) => {
+                    debug!("pipeline full; reading paused");
+                    let lsn = *confirmed.borrow();
+                    self.send_status(lsn, false).await?;
+                }
+            }
+        }
+    }
+
+    async fn send_status(&mut self, confirmed: Lsn, reply: bool) -> Result<(), SourceError> {
+        let update = StandbyStatusUpdate {
+            write: self.received.max(confirmed),
+            flush: confirmed,
+            apply: confirmed,
+            client_time: PgTimestamp::from_system_time(SystemTime::now()),
+            reply_requested: reply,
+        };
+        self.stream.send_status(&update).await?;
+        self.sent = Some(confirmed);
+        self.last_status = Instant::now();
+        Ok(())
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone, which means the same).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
