@@ -13,3 +13,4 @@ pub mod cli;
 pub mod config;
 pub mod mapping;
 pub mod source;
+pub mod state;
