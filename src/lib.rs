@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod mapping;
 pub mod source;
 pub mod state;

@@ -6,6 +6,7 @@ mod support;
 
 mod check;
 mod cluster;
+mod delivery_http;
 mod replication;
 mod source;
 mod values;

@@ -4,6 +4,7 @@
 
 pub mod json;
 mod postgres;
+pub mod receiver;
 
 #[allow(unused_imports)]
 pub use postgres::{find_bin_dir, Cluster, Server, SUPERUSER_PASSWORD};

@@ -1,0 +1,363 @@
+//! One webhook request: the shared HTTP client, the Standard Webhooks headers of DESIGN.md "The
+//! webhook request", and what the answer means. Batching decides nothing here; it only shapes
+//! the body and id.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::redirect;
+
+use super::retry::{classify, classify_error, Verdict};
+use super::signing::Signer;
+use crate::config::SubscriberConfig;
+use crate::mapping::Event;
+
+const USER_AGENT: &str = concat!("walhook/", env!("CARGO_PKG_VERSION"));
+
+/// How much of an answer's body is read: enough to quote a receiver's error message, and small
+/// enough that a receiver streaming an endless body costs nothing. A body that ends within it
+/// lets the connection go back to the pool; a longer one closes the connection.
+const BODY_READ_LIMIT: usize = 1024;
+/// How many characters of that body an error message quotes.
+const BODY_QUOTE_CHARS: usize = 200;
+
+/// The outcome of one POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    /// The answer's status, if one came.
+    pub status: Option<u16>,
+    /// Why it was not delivered, short enough for a log line or a dead letter. Never holds a
+    /// header value or the subscriber's URL (either may carry a token).
+    pub error: Option<String>,
+    /// From just before sending to the end of reading the answer.
+    pub duration: Duration,
+}
+
+/// The one HTTP client all subscribers share (it pools connections per host).
+///
+/// Redirects are not followed (Standard Webhooks: a 3xx is a failure; the subscriber's URL
+/// should be fixed instead). Connecting may take 5 s; a request's whole budget is its
+/// subscriber's `timeout`, set per request by [`post`]. Many small POSTs to few hosts want warm
+/// connections: idle ones are kept up to 64 per host for 30 s, shorter than most servers'
+/// keep-alive (nginx 75 s), so walhook rarely reuses one the server is just closing.
+pub fn build_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .tcp_keepalive(Duration::from_secs(60))
+        .build()
+        // Only a TLS backend that fails to initialise makes this fail, and walhook compiles in
+        // rustls with its own root store, which reads nothing from the system.
+        .expect("the HTTP client builds with rustls and webpki roots")
+}
+
+/// POSTs `body` to the subscriber with the Standard Webhooks headers (`webhook-id`,
+/// `webhook-timestamp` = now, `webhook-signature` if `signer` is given), `content-type:
+/// application/json` and the configured headers, and classifies the answer.
+///
+/// Everything, from connecting to reading at most 1 KiB of the answer's body, fits in the
+/// subscriber's `timeout`. walhook's own headers replace configured ones of the same
+/// name, so a configured header can never break a signature. Never panics and never returns an
+/// error: every failure is an [`Attempt`] with a verdict.
+pub async fn post(
+    client: &reqwest::Client,
+    subscriber: &SubscriberConfig,
+    signer: Option<&Signer>,
+    webhook_id: &str,
+    body: Bytes,
+) -> Attempt {
+    let started = Instant::now();
+    let headers = match request_headers(subscriber, signer, webhook_id, unix_now(), &body) {
+        Ok(headers) => headers,
+        Err(error) => {
+            return Attempt {
+                verdict: Verdict::DeadLetter,
+                status: None,
+                error: Some(error),
+                duration: started.elapsed(),
+            }
+        }
+    };
+    let sent = client
+        .post(subscriber.url.clone())
+        .headers(headers)
+        .timeout(subscriber.timeout)
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            return Attempt {
+                verdict: classify_error(&error),
+                status: None,
+                error: Some(describe_error(error, subscriber.timeout)),
+                duration: started.elapsed(),
+            }
+        }
+    };
+
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let verdict = classify(status, retry_after.as_deref());
+    // Read even after a 2xx: a short body read to its end returns the connection to the pool.
+    let quoted = read_prefix(response, BODY_READ_LIMIT).await;
+    let error = match verdict {
+        Verdict::Delivered => None,
+        _ => Some(describe_status(status, &quoted)),
+    };
+    Attempt {
+        verdict,
+        status: Some(status),
+        error,
+        duration: started.elapsed(),
+    }
+}
+
+/// The body of one request carrying several events: `{"events":[<body>,<body>,...]}`, each body
+/// exactly as a single-event request would carry it.
+pub fn batch_body(events: &[&Event]) -> String {
+    let bodies: usize = events.iter().map(|e| e.body.len() + 1).sum();
+    let mut out = String::with_capacity(bodies + r#"{"events":[]}"#.len());
+    out.push_str(r#"{"events":["#);
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&event.body);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The `webhook-id` of a batch: `batch_<first event id>_<count>`. Deterministic, so a retried
+/// batch of the same events keeps its id. `events` is never empty in practice; an empty slice
+/// gives `batch__0`.
+pub fn batch_id(events: &[&Event]) -> String {
+    let first = events.first().map_or("", |e| e.id.as_str());
+    format!("batch_{first}_{}", events.len())
+}
+
+fn request_headers(
+    subscriber: &SubscriberConfig,
+    signer: Option<&Signer>,
+    webhook_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::with_capacity(subscriber.headers.len() + 4);
+    for (configured, value) in &subscriber.headers {
+        let name = HeaderName::from_bytes(configured.as_bytes()).map_err(|_| {
+            format!("configured header name `{configured}` is not a valid HTTP name")
+        })?;
+        let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+            format!("configured header `{configured}` has a value HTTP does not allow (not shown)")
+        })?;
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    let id = HeaderValue::from_str(webhook_id)
+        .map_err(|_| format!("webhook id `{webhook_id}` is not a valid header value"))?;
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("webhook-id", id);
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    match signer {
+        Some(signer) => {
+            let signature = signer.sign(webhook_id, timestamp, body);
+            // base64 and "v1," are always valid header characters.
+            if let Ok(signature) = HeaderValue::from_str(&signature) {
+                headers.insert("webhook-signature", signature);
+            }
+        }
+        // Unsigned: a configured header must not pose as a signature.
+        None => {
+            headers.remove("webhook-signature");
+        }
+    }
+    Ok(headers)
+}
+
+fn unix_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Reads the answer's body until it ends, `limit` bytes have come, or it fails (the request's
+/// timeout covers this read too). What came before a failure is kept.
+async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut prefix = Vec::new();
+    while prefix.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - prefix.len();
+                prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    prefix
+}
+
+/// `HTTP 503 Service Unavailable: <start of the body>`, on one line.
+fn describe_status(status: u16, body: &[u8]) -> String {
+    let mut message = format!("HTTP {status}");
+    if let Some(reason) = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+    {
+        let _ = write!(message, " {reason}");
+    }
+    let quoted = one_line(&String::from_utf8_lossy(body), BODY_QUOTE_CHARS);
+    if !quoted.is_empty() {
+        let _ = write!(message, ": {quoted}");
+    }
+    message
+}
+
+/// Why a request got no answer: a short label, then reqwest's chain of causes. The URL is
+/// stripped (it may hold a token); no cause in the chain quotes a header value.
+fn describe_error(error: reqwest::Error, timeout: Duration) -> String {
+    let error = error.without_url();
+    if error.is_timeout() && !error.is_connect() {
+        // The causes only repeat it ("operation timed out").
+        return format!(
+            "timed out: no complete answer within the subscriber's timeout of {timeout:?}"
+        );
+    }
+    let mut message = if error.is_timeout() {
+        "timed out while connecting".to_string()
+    } else if error.is_connect() {
+        "could not connect".to_string()
+    } else if error.is_builder() {
+        "could not build the request".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&error);
+    while let Some(current) = cause {
+        let _ = write!(message, ": {current}");
+        cause = current.source();
+    }
+    one_line(&message, 400)
+}
+
+/// `text` with control characters (newlines included) made spaces, trimmed, and cut to
+/// `max_chars` with an ellipsis.
+fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.trim().chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Lsn;
+
+    fn event(id: &str, body: &str) -> Event {
+        Event {
+            id: id.to_string(),
+            event_type: "order.created".to_string(),
+            key: "public.orders/1".to_string(),
+            table: "public.orders".to_string(),
+            body: body.to_string(),
+            commit_lsn: Lsn(0x16B_3748),
+            commit_time_micros: 0,
+            is_truncate: false,
+        }
+    }
+
+    #[test]
+    fn a_batch_body_wraps_the_event_bodies_in_order() {
+        let a = event(
+            "evt_00000000016B3748_0",
+            r#"{"id":"evt_00000000016B3748_0"}"#,
+        );
+        let b = event(
+            "evt_00000000016B3748_1",
+            r#"{"id":"evt_00000000016B3748_1"}"#,
+        );
+        let body = batch_body(&[&a, &b]);
+        assert_eq!(
+            body,
+            r#"{"events":[{"id":"evt_00000000016B3748_0"},{"id":"evt_00000000016B3748_1"}]}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+        assert_eq!(parsed["events"][1]["id"], "evt_00000000016B3748_1");
+    }
+
+    #[test]
+    fn a_batch_of_one_and_of_none() {
+        let a = event("evt_1", r#"{"n":1}"#);
+        assert_eq!(batch_body(&[&a]), r#"{"events":[{"n":1}]}"#);
+        assert_eq!(batch_body(&[]), r#"{"events":[]}"#);
+    }
+
+    #[test]
+    fn a_batch_id_names_the_first_event_and_the_count() {
+        let a = event("evt_00000000016B3748_0", "{}");
+        let b = event("evt_00000000016B3748_1", "{}");
+        let c = event("evt_00000000016B3790_0", "{}");
+        assert_eq!(batch_id(&[&a, &b, &c]), "batch_evt_00000000016B3748_0_3");
+        assert_eq!(batch_id(&[&b]), "batch_evt_00000000016B3748_1_1");
+        assert_eq!(batch_id(&[]), "batch__0");
+        assert!(
+            !batch_id(&[&a, &b]).contains('.'),
+            "ids are signed; no dots"
+        );
+    }
+
+    #[test]
+    fn a_status_is_described_with_its_reason_and_the_start_of_the_body() {
+        assert_eq!(
+            describe_status(503, b"down for\nmaintenance\r\n"),
+            "HTTP 503 Service Unavailable: down for maintenance"
+        );
+        assert_eq!(describe_status(404, b""), "HTTP 404 Not Found");
+        assert_eq!(describe_status(599, b"x"), "HTTP 599: x");
+        let long = describe_status(500, "é".repeat(1000).as_bytes());
+        assert_eq!(
+            long.chars().count(),
+            "HTTP 500 Internal Server Error: ".len() + 201
+        );
+        assert!(long.ends_with("é…"));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_body_is_replaced_not_fatal() {
+        assert_eq!(
+            describe_status(400, b"bad \xff"),
+            "HTTP 400 Bad Request: bad \u{fffd}"
+        );
+    }
+
+    #[test]
+    fn one_line_cuts_on_characters() {
+        assert_eq!(one_line("  a\tb\nc  ", 10), "a b c");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+        assert_eq!(one_line("ééé", 3), "ééé");
+    }
+
+    #[test]
+    fn the_user_agent_names_walhook_and_its_version() {
+        assert_eq!(USER_AGENT, format!("walhook/{}", env!("CARGO_PKG_VERSION")));
+    }
+}
