@@ -9,9 +9,22 @@
 //!                                                                            dead letters, checkpoint)
 //! ```
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod mapping;
 pub mod source;
 pub mod state;
+
+/// An error and its causes on one line, for logs and messages.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

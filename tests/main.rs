@@ -7,6 +7,7 @@ mod support;
 mod check;
 mod cluster;
 mod delivery_http;
+mod e2e;
 mod replication;
 mod source;
 mod values;

@@ -2,6 +2,7 @@
 //! calls into the library; exit codes: 0 ok, 1 a problem the user must fix, 2 usage error.
 
 mod database;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,7 +125,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check => database::check(&config).await,
         Command::Setup { apply } => database::setup(&config, apply).await,
         Command::Teardown => database::teardown(&config).await,
-        Command::Run | Command::Status { .. } | Command::DeadLetters { .. } => not_yet(&config),
+        Command::Run => run::run(config).await,
+        Command::DeadLetters { action } => run::dead_letters(&config, action),
+        Command::Status { .. } => not_yet(&config),
     }
 }
 

@@ -6,7 +6,9 @@
 mod http;
 mod retry;
 mod signing;
+mod worker;
 
 pub use http::{batch_body, batch_id, build_client, post, Attempt};
 pub use retry::{classify, classify_error, Schedule, Verdict};
 pub use signing::Signer;
+pub use worker::{announce, Job, Worker, WorkerContext, WorkerError};

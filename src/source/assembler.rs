@@ -217,6 +217,17 @@ impl Assembler {
         Ok(())
     }
 
+    /// Records the primary key of a relation just applied (column names, in key order).
+    pub fn set_primary_key(&mut self, oid: u32, key: &[String]) {
+        if let Some(rel) = self.relations.get_mut(&oid) {
+            let table = Arc::make_mut(&mut rel.table);
+            table.primary_key = key
+                .iter()
+                .filter_map(|name| table.columns.iter().position(|c| &c.name == name))
+                .collect();
+        }
+    }
+
     fn relation_of(&self, oid: u32) -> Result<&Relation, AssembleError> {
         self.relations
             .get(&oid)

@@ -49,6 +49,10 @@ pub struct Table {
     pub schema: String,
     pub name: String,
     pub replica_identity: ReplicaIdentity,
+    /// Indexes of the primary key's columns, in key order; empty without a primary key. Looked
+    /// up in the catalog, since pgoutput flags replica identity columns, which under REPLICA
+    /// IDENTITY FULL are all of them.
+    pub primary_key: Vec<usize>,
     pub columns: Vec<TableColumn>,
 }
 

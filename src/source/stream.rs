@@ -216,14 +216,19 @@ impl Session<'_> {
                 let lsn = data.wal_start;
                 let message = LogicalMessage::decode(data.data)
                     .map_err(|source| SourceError::Decode { lsn, source })?;
+                let mut primary_key = None;
                 if let LogicalMessage::Relation(relation) = &message {
                     for oid in Assembler::missing_types(relation, &self.types) {
                         resolve_type(&self.sql, oid, &mut self.types).await?;
                     }
+                    primary_key = Some((relation.oid, self.primary_key(relation.oid).await?));
                 }
                 self.assembler
                     .apply(message, &self.types, assembled)
                     .map_err(|source| SourceError::Assemble { lsn, source })?;
+                if let Some((oid, key)) = primary_key {
+                    self.assembler.set_primary_key(oid, &key);
+                }
                 for item in assembled.drain(..) {
                     let event = match item {
                         Assembled::Begin { commit_lsn, xid } => {
@@ -281,6 +286,27 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// The primary key's column names, in key order (empty when there is none).
+    async fn primary_key(&self, relation: u32) -> Result<Vec<String>, SourceError> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+                 WHERE i.indrelid = $1 AND i.indisprimary \
+                 ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                &[&relation],
+            )
+            .await
+            .map_err(|source| {
+                SourceError::Catalog(CatalogError::Query {
+                    oid: relation,
+                    source,
+                })
+            })?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn send_status(&mut self, confirmed: Lsn, reply: bool) -> Result<(), SourceError> {

@@ -8,6 +8,7 @@
 //!
 //! Order per key is kept here, not by the caller: see [`Store::due`] and [`Store::must_hold`].
 
+mod ack;
 mod dead_letters;
 mod error;
 mod millis;
@@ -16,6 +17,7 @@ mod schema;
 mod store;
 mod subscribers;
 
+pub use ack::{AckTracker, TxnId};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 pub use error::StateError;
 pub use millis::UnixMillis;

@@ -162,6 +162,7 @@ impl RelationMessage<'_> {
             schema: self.schema().to_owned(),
             name: self.name.to_owned(),
             replica_identity: self.replica_identity,
+            primary_key: Vec::new(),
             columns: self
                 .columns
                 .iter()

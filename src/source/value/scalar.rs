@@ -162,7 +162,7 @@ pub(super) fn encode_string(text: &[u8], out: &mut String) -> Result<(), ValueEr
 }
 
 /// Appends `s` as a quoted JSON string, escaping quotes, backslashes and control characters.
-pub(super) fn push_json_string(s: &str, out: &mut String) {
+pub fn push_json_string(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let mut run_start = 0;

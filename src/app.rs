@@ -1,0 +1,386 @@
+//! The one wiring place: builds the source, mapping, subscriber workers, state and ack
+//! tracker from a validated config, owns the channels between them, and runs until shutdown.
+//!
+//! ```text
+//! source task ──SourceEvent──▶ pipeline (mapping, ack tracker) ──Job──▶ worker per subscriber
+//!      ▲                            ▲                                        │
+//!      └──── confirmed LSN (watch) ─┴──────────── settled (TxnIds) ◀─────────┘
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
+use crate::mapping::{FilterError, Mapper, Routed};
+use crate::source::provision::{self, ProvisionError, Target};
+use crate::source::{
+    connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
+    SpecError,
+};
+use crate::state::{AckTracker, StateError, Store, TxnId};
+
+/// Jobs a worker's queue holds before the pipeline waits for it.
+const WORKER_QUEUE: usize = 1024;
+/// Source events buffered between the replication connection and the pipeline.
+const SOURCE_QUEUE: usize = 1024;
+/// The checkpoint in the state file is written at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Why `walhook run` stopped with an error. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("source.url is not a usable connection string")]
+    Url(#[from] SpecError),
+    #[error("cannot connect to Postgres")]
+    Connect(#[from] ConnectError),
+    #[error("cannot create the publication or slot; run `walhook check` to see what is missing")]
+    Provision(#[from] ProvisionError),
+    #[error("cannot open the state store")]
+    State(#[from] StateError),
+    #[error("a `when` filter does not compile")]
+    Filter(#[from] FilterError),
+    #[error("replication stopped")]
+    Source(#[from] SourceError),
+    #[error("delivery stopped")]
+    Worker(#[from] WorkerError),
+    #[error("cannot read the slot's position")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+/// Streams and delivers until `shutdown` resolves, then drains: requests in flight finish,
+/// queued events are stored, the final confirmed LSN is sent, and the stream ends cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let spec: ConnectSpec = config.source.url.expose().parse()?;
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
+    let slot_confirmed = prepare_database(&config, &spec).await?;
+    let mapper = Mapper::new(&config)?;
+
+    let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+    let client = build_client();
+    let mut workers = JoinSet::new();
+    let mut queues = Vec::new();
+    for subscriber in &config.subscribers {
+        delivery::announce(subscriber);
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        let worker = Worker::new(
+            subscriber.clone(),
+            WorkerContext {
+                client: client.clone(),
+                store: store.clone(),
+                settled: settled_tx.clone(),
+            },
+        )?;
+        workers.spawn(worker.run(rx));
+        queues.push(tx);
+    }
+    drop(settled_tx);
+
+    let (confirmed_tx, confirmed_rx) = watch::channel(slot_confirmed);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+    let settings = SourceSettings {
+        spec,
+        slot: config.source.slot.clone(),
+        publication: config.source.publication.clone(),
+        status_interval: config.source.status_interval,
+    };
+    let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
+    info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
+
+    let mut pipeline = Pipeline {
+        mapper,
+        acks: AckTracker::new(slot_confirmed),
+        queues,
+        open: None,
+        last_commit: Lsn(0),
+        routed: Vec::new(),
+        max_unsettled: config.source.max_unsettled,
+        store,
+        confirmed_tx,
+        checkpointed: Instant::now(),
+    };
+    let outcome = pipeline
+        .run(
+            events_rx,
+            settled_rx,
+            &mut workers,
+            source,
+            stop_tx,
+            shutdown,
+        )
+        .await;
+    if let Err(e) = &outcome {
+        error!(error = %crate::error_chain(e), "walhook stopped");
+    }
+    outcome
+}
+
+/// Creates the publication and slot if missing; returns the slot's confirmed position.
+async fn prepare_database(config: &Config, spec: &ConnectSpec) -> Result<Lsn, AppError> {
+    let client = connect_sql(spec).await?;
+    let tables = config.tables();
+    let target = Target {
+        slot: &config.source.slot,
+        publication: &config.source.publication,
+        tables: &tables,
+    };
+    let statements = provision::plan(&client, &target).await?;
+    for statement in &statements {
+        info!(sql = %statement, "setting up");
+    }
+    provision::apply(&client, &statements).await?;
+    let row = client
+        .query_one(
+            "SELECT COALESCE(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.source.slot],
+        )
+        .await?;
+    let text: String = row.get(0);
+    Ok(text.parse().unwrap_or_default())
+}
+
+/// Streams, reconnecting with backoff after transient failures, until stopped.
+async fn run_source(
+    settings: SourceSettings,
+    events: mpsc::Sender<SourceEvent>,
+    mut confirmed: watch::Receiver<Lsn>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        let started = Instant::now();
+        match stream(&settings, &events, &mut confirmed, &mut stop).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*stop.borrow() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_delay(Duration::from_secs(30))
+                        .with_jitter()
+                        .without_max_times()
+                        .build();
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                warn!(error = %crate::error_chain(&e), retry_in = ?delay, "replication connection lost; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The transaction being read: its id in the tracker and how many changes were handed out
+/// (a reconnect re-sends the transaction from its Begin; those are skipped).
+struct Open {
+    commit_lsn: Lsn,
+    txn: TxnId,
+    seen: u32,
+    next_index: u32,
+}
+
+struct Pipeline {
+    mapper: Mapper,
+    acks: AckTracker,
+    queues: Vec<mpsc::Sender<Job>>,
+    open: Option<Open>,
+    /// The last transaction fully read: a reconnect re-reads from the slot's confirmed
+    /// position, and what came before this must not be handed out twice.
+    last_commit: Lsn,
+    routed: Vec<Routed>,
+    max_unsettled: usize,
+    store: Arc<Mutex<Store>>,
+    confirmed_tx: watch::Sender<Lsn>,
+    checkpointed: Instant,
+}
+
+impl Pipeline {
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<SourceEvent>,
+        mut settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
+        workers: &mut JoinSet<Result<(), WorkerError>>,
+        mut source: tokio::task::JoinHandle<Result<(), SourceError>>,
+        stop_source: watch::Sender<bool>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        tokio::pin!(shutdown);
+        let failure: Option<AppError> = loop {
+            let room = self.acks.unsettled() < self.max_unsettled;
+            tokio::select! {
+                biased;
+                // 1. Shutdown: stop reading and drain.
+                _ = &mut shutdown => {
+                    info!("shutting down: finishing requests in flight, storing the rest");
+                    break None;
+                }
+                // 2. Fatal errors from the source or a worker.
+                done = &mut source => {
+                    break Some(match done {
+                        Ok(Ok(())) => SourceError::PipelineClosed.into(),
+                        Ok(Err(e)) => e.into(),
+                        Err(e) => SourceError::Replication(crate::source::ReplicationError::Protocol {
+                            addr: String::new(),
+                            what: format!("a crashed source task ({e})"),
+                            source: None,
+                        }).into(),
+                    });
+                }
+                Some(done) = workers.join_next() => {
+                    break Some(match done {
+                        Ok(Err(e)) => e.into(),
+                        _ => SourceError::PipelineClosed.into(),
+                    });
+                }
+                // 3. Settlements move the confirmed position.
+                Some(txns) = settled.recv() => self.settle(&txns),
+                // 4. New input, while the unsettled budget allows.
+                event = events.recv(), if room => match event {
+                    Some(event) => self.handle(event).await,
+                    None => break Some(SourceError::PipelineClosed.into()),
+                },
+            }
+        };
+        // Drain: close the workers' queues; they finish or store what they hold and report it.
+        self.queues.clear();
+        drop(events);
+        let mut worker_error = None;
+        loop {
+            tokio::select! {
+                Some(txns) = settled.recv() => self.settle(&txns),
+                done = workers.join_next() => match done {
+                    Some(Ok(Err(e))) => worker_error = Some(e),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        while let Ok(txns) = settled.try_recv() {
+            self.settle(&txns);
+        }
+        self.checkpoint(true);
+        let _ = stop_source.send(true);
+        let source_result = if source.is_finished() && failure.is_some() {
+            Ok(())
+        } else {
+            match source.await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
+            }
+        };
+        info!(confirmed = %self.acks.confirmed(), "stopped");
+        match (failure, worker_error) {
+            (Some(e), _) => Err(e),
+            (None, Some(e)) => Err(e.into()),
+            (None, None) => source_result.map_err(AppError::from),
+        }
+    }
+
+    async fn handle(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Begin { commit_lsn, .. } => {
+                if let Some(open) = &mut self.open {
+                    if open.commit_lsn == commit_lsn {
+                        // Re-sent after a reconnect: skip what was already handed out.
+                        open.next_index = 0;
+                        return;
+                    }
+                }
+                if commit_lsn <= self.last_commit {
+                    self.open = None;
+                    return;
+                }
+                self.open = Some(Open {
+                    commit_lsn,
+                    txn: self.acks.begin(),
+                    seen: 0,
+                    next_index: 0,
+                });
+            }
+            SourceEvent::Change(change) => {
+                let Some(open) = &mut self.open else { return };
+                open.next_index += 1;
+                if open.next_index <= open.seen {
+                    return;
+                }
+                open.seen = open.next_index;
+                let txn = open.txn;
+                self.routed.clear();
+                self.mapper.map(&change, &mut self.routed);
+                for routed in std::mem::take(&mut self.routed) {
+                    for &subscriber in &routed.subscribers {
+                        self.acks.add(txn, 1);
+                        let job = Job {
+                            event: routed.event.clone(),
+                            txn,
+                        };
+                        if let Some(queue) = self.queues.get(subscriber) {
+                            if queue.send(job).await.is_err() {
+                                self.acks.settle(txn, 1);
+                            }
+                        }
+                    }
+                }
+            }
+            SourceEvent::Commit {
+                commit_lsn,
+                end_lsn,
+            } => {
+                if let Some(open) = self.open.take() {
+                    self.acks.commit(open.txn, end_lsn);
+                    self.last_commit = commit_lsn;
+                    self.advance();
+                }
+            }
+            SourceEvent::Message { .. } => {}
+            SourceEvent::CaughtUp { wal_end } => {
+                if self.open.is_none() {
+                    self.acks.caught_up(wal_end);
+                    self.advance();
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, txns: &[TxnId]) {
+        for txn in txns {
+            self.acks.settle(*txn, 1);
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        if let Some(lsn) = self.acks.advance() {
+            self.confirmed_tx.send_replace(lsn);
+            self.checkpoint(false);
+        }
+    }
+
+    /// Records the confirmed LSN in the state file (for `walhook status`), at most once a
+    /// second unless `now`.
+    fn checkpoint(&mut self, now: bool) {
+        if !now && self.checkpointed.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        self.checkpointed = Instant::now();
+        let lsn = self.acks.confirmed();
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = store.save_confirmed(lsn) {
+            warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `walhook run` and `walhook dead-letters`.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::state::{DeadLetterFilter as Filter, Store, UnixMillis};
+
+use super::{DeadLetterAction, DeadLetterFilter};
+
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    match crate::app::run(config, shutdown_signal()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {}", crate::error_chain(&e));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+pub fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result<ExitCode> {
+    let mut store = Store::open(&config.state.path)?;
+    let (filter, which) = match &action {
+        DeadLetterAction::List(f) | DeadLetterAction::Replay(f) | DeadLetterAction::Discard(f) => {
+            (to_filter(f), f)
+        }
+    };
+    if let Some(name) = &which.subscriber {
+        if config.subscriber(name).is_none() {
+            eprintln!("error: no subscriber named `{name}` in the config");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    match action {
+        DeadLetterAction::List(_) => {
+            let letters = store.list_dead_letters(filter, 10_000)?;
+            for letter in &letters {
+                println!(
+                    "{}\t{}\t{}\tattempts={}\tstatus={}\t{}",
+                    letter.subscriber,
+                    letter.event.id,
+                    letter.event.event_type,
+                    letter.attempts,
+                    letter
+                        .last_status
+                        .map_or("-".to_string(), |s| s.to_string()),
+                    letter.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        DeadLetterAction::Replay(_) => {
+            let n = store.replay_dead_letters(filter, UnixMillis::now())?;
+            println!("{n} dead letter(s) put back for delivery (a running walhook sends them on its next retry round)");
+        }
+        DeadLetterAction::Discard(_) => {
+            let n = store.discard_dead_letters(filter)?;
+            println!("{n} dead letter(s) discarded");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_filter(f: &DeadLetterFilter) -> Filter<'_> {
+    Filter {
+        subscriber: f.subscriber.as_deref(),
+        id: f.id.as_deref(),
+    }
+}

@@ -1,0 +1,637 @@
+//! One subscriber's worker: sends its events with up to `concurrency` requests in flight,
+//! keeps each key's events in commit order, and hands an event it cannot deliver now to the
+//! state store (with every later event of its key), where the retrier picks it up on schedule.
+//!
+//! Every job it receives is reported back as settled exactly once: delivered (2xx), stored for
+//! a later attempt (after the store's commit returned), or dead-lettered. It never confirms
+//! LSNs itself.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::http::{batch_body, batch_id, post, Attempt};
+use super::retry::{Schedule, Verdict};
+use super::signing::Signer;
+use crate::config::SubscriberConfig;
+use crate::mapping::Event;
+use crate::state::{
+    DeadLetterInsert, Failure, PendingEvent, PendingInsert, Retry, StateError, Store, TxnId,
+    UnixMillis,
+};
+
+/// Held events fetched from the store at once.
+const RETRY_FETCH: usize = 256;
+
+/// An event for this subscriber, and the transaction it settles a part of.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub event: Arc<Event>,
+    pub txn: TxnId,
+}
+
+/// What the worker shares with the rest of walhook.
+pub struct WorkerContext {
+    pub client: reqwest::Client,
+    pub store: Arc<Mutex<Store>>,
+    /// Transactions whose jobs settled (one entry per job).
+    pub settled: mpsc::UnboundedSender<Vec<TxnId>>,
+}
+
+/// Why a worker stopped early: the store failed, so nothing more can be settled safely.
+#[derive(Debug, thiserror::Error)]
+#[error("subscriber `{subscriber}`: the state store failed; walhook stops confirming progress")]
+pub struct WorkerError {
+    pub subscriber: String,
+    #[source]
+    pub source: Box<StateError>,
+}
+
+/// A request in flight: live jobs, or held events the retrier sent.
+enum Sent {
+    Live(Vec<Job>),
+    Held(Box<PendingEvent>),
+}
+
+pub struct Worker {
+    config: SubscriberConfig,
+    signer: Option<Arc<Signer>>,
+    schedule: Schedule,
+    ctx: WorkerContext,
+    /// Live jobs in commit order per key; the head may be in flight.
+    keys: HashMap<String, VecDeque<Job>>,
+    /// Keys whose head is waiting to be sent, oldest first, with when it became ready.
+    ready: VecDeque<(String, Instant)>,
+    /// Keys with a live request in flight.
+    busy: HashSet<String>,
+    /// A truncate waiting for its table's earlier events, and the table's later jobs.
+    barriers: HashMap<String, VecDeque<Job>>,
+    /// Live jobs queued or in flight per table (what a truncate waits for).
+    table_load: HashMap<String, usize>,
+    in_flight: JoinSet<(Sent, Attempt)>,
+    /// Held event ids the retrier has in flight, or delivered and not yet removed.
+    retrying: HashSet<String>,
+    /// Held events that are due, fetched in bulk, not yet sent.
+    due: VecDeque<PendingEvent>,
+    /// A delivery may have made more held events due (the next of its key).
+    more_due: bool,
+    /// Held events delivered, removed from the store at the next flush.
+    to_remove: Vec<String>,
+    /// Jobs to store behind held events at the next flush, with their failed attempt if any.
+    to_store: Vec<(Job, Option<Attempt>)>,
+    to_dead_letter: Vec<(Job, Attempt)>,
+    /// The store may hold events of this subscriber (checked before sending live jobs).
+    store_has_events: bool,
+    /// Connection-level failures since the last success: the receiver is down, so live jobs go
+    /// straight to the store instead of each waiting for its own failed connect.
+    down: bool,
+    paused: Option<String>,
+}
+
+impl Worker {
+    pub fn new(config: SubscriberConfig, ctx: WorkerContext) -> Result<Self, WorkerError> {
+        let signer = config
+            .signing_key
+            .as_ref()
+            .map(|key| Arc::new(Signer::new(key.expose())));
+        let schedule = Schedule::new(config.retry);
+        let worker = Self {
+            config,
+            signer,
+            schedule,
+            ctx,
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+            busy: HashSet::new(),
+            barriers: HashMap::new(),
+            table_load: HashMap::new(),
+            in_flight: JoinSet::new(),
+            retrying: HashSet::new(),
+            due: VecDeque::new(),
+            more_due: false,
+            to_remove: Vec::new(),
+            to_store: Vec::new(),
+            to_dead_letter: Vec::new(),
+            store_has_events: true,
+            down: false,
+            paused: None,
+        };
+        // A pause is lifted by a restart: the operator restarting walhook is the signal that
+        // the subscriber's URL was fixed.
+        let name = worker.config.name.clone();
+        worker.with_store(|s| s.set_paused(&name, None))?;
+        Ok(worker)
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Runs until `jobs` closes, then finishes what is in flight, stores what is queued, and
+    /// returns.
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Result<(), WorkerError> {
+        let mut open = true;
+        let mut retry_tick = tokio::time::interval(Duration::from_millis(100));
+        retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.launch(!open);
+            self.flush()?;
+            if !open && self.in_flight.is_empty() {
+                return Ok(());
+            }
+            let batch_deadline = self.partial_batch_deadline();
+            tokio::select! {
+                biased;
+                // 1. Completions free a slot and decide what happens to their jobs.
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    match done {
+                        Ok((sent, attempt)) => {
+                            self.completed(sent, attempt)?;
+                            if open {
+                                let fetch = self.more_due;
+                                self.retry_due(fetch)?;
+                            }
+                        }
+                        Err(e) => warn!(subscriber = %self.name(), error = %e, "delivery task failed"),
+                    }
+                }
+                // 2. New input.
+                job = jobs.recv(), if open => match job {
+                    Some(job) => self.accept(job)?,
+                    None => {
+                        open = false;
+                        self.store_queued();
+                    }
+                },
+                // 3. A partial batch has waited long enough.
+                _ = sleep_until(batch_deadline), if batch_deadline.is_some() => {}
+                // 4. Held events that are due.
+                _ = retry_tick.tick(), if open => self.retry_due(true)?,
+            }
+        }
+    }
+
+    /// Queues a live job, or stores it behind held events of its key or table.
+    fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
+        let event = job.event.clone();
+        let must_hold = self.paused.is_some()
+            || self.down
+            || (self.store_has_events && {
+                let name = self.config.name.clone();
+                self.with_store(|s| s.must_hold(&name, &event))?
+            });
+        if must_hold {
+            self.to_store.push((job, None));
+            return Ok(());
+        }
+        if let Some(barrier) = self.barriers.get_mut(&event.table) {
+            barrier.push_back(job);
+            return Ok(());
+        }
+        if event.is_truncate {
+            self.barriers
+                .insert(event.table.clone(), VecDeque::from([job]));
+            return Ok(());
+        }
+        self.enqueue(job);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, job: Job) {
+        *self.table_load.entry(job.event.table.clone()).or_default() += 1;
+        let key = job.event.key.clone();
+        let queue = self.keys.entry(key.clone()).or_default();
+        queue.push_back(job);
+        if queue.len() == 1 && !self.busy.contains(&key) {
+            self.ready.push_back((key, Instant::now()));
+        }
+    }
+
+    /// When a partial batch may no longer wait for more events.
+    fn partial_batch_deadline(&self) -> Option<Instant> {
+        if self.config.batch_size <= 1 || self.in_flight.len() >= self.config.concurrency {
+            return None;
+        }
+        let (_, since) = self.ready.front()?;
+        Some(*since + self.config.batch_wait)
+    }
+
+    /// Starts requests while there is room: full batches at once, a partial one after
+    /// `batch_wait` (or at once when draining), truncates whose table has gone quiet.
+    fn launch(&mut self, draining: bool) {
+        if self.paused.is_some() {
+            return;
+        }
+        self.launch_truncates();
+        while self.in_flight.len() < self.config.concurrency && !self.ready.is_empty() {
+            let size = self.config.batch_size;
+            if size > 1 && self.ready.len() < size && !draining {
+                let waited = self
+                    .ready
+                    .front()
+                    .is_some_and(|(_, since)| since.elapsed() >= self.config.batch_wait);
+                if !waited {
+                    break;
+                }
+            }
+            let mut jobs = Vec::with_capacity(size.min(self.ready.len()));
+            while jobs.len() < size {
+                let Some((key, _)) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(job) = self.keys.get(&key).and_then(|q| q.front()) {
+                    jobs.push(job.clone());
+                    self.busy.insert(key);
+                }
+            }
+            if jobs.is_empty() {
+                break;
+            }
+            self.send(Sent::Live(jobs));
+        }
+    }
+
+    fn launch_truncates(&mut self) {
+        let quiet: Vec<String> = self
+            .barriers
+            .iter()
+            .filter(|(table, queue)| {
+                self.table_load.get(*table).copied().unwrap_or(0) == 0
+                    && queue
+                        .front()
+                        .is_some_and(|job| !self.busy.contains(&job.event.key))
+            })
+            .map(|(table, _)| table.clone())
+            .collect();
+        for table in quiet {
+            if self.in_flight.len() >= self.config.concurrency {
+                return;
+            }
+            if let Some(job) = self.barriers.get(&table).and_then(|q| q.front()).cloned() {
+                self.busy.insert(job.event.key.clone());
+                self.send(Sent::Live(vec![job]));
+            }
+        }
+    }
+
+    fn send(&mut self, sent: Sent) {
+        let (id, body) = match &sent {
+            Sent::Live(jobs) if jobs.len() == 1 => {
+                (jobs[0].event.id.clone(), jobs[0].event.body.clone())
+            }
+            Sent::Live(jobs) => {
+                let events: Vec<&Event> = jobs.iter().map(|j| j.event.as_ref()).collect();
+                (batch_id(&events), batch_body(&events))
+            }
+            Sent::Held(pending) => (pending.event.id.clone(), pending.event.body.clone()),
+        };
+        let client = self.ctx.client.clone();
+        let config = self.config.clone();
+        let signer = self.signer.clone();
+        self.in_flight.spawn(async move {
+            let attempt = post(&client, &config, signer.as_deref(), &id, Bytes::from(body)).await;
+            (sent, attempt)
+        });
+    }
+
+    fn completed(&mut self, sent: Sent, attempt: Attempt) -> Result<(), WorkerError> {
+        let now = UnixMillis::now();
+        match attempt.verdict {
+            Verdict::Delivered => {
+                self.down = false;
+                let name = self.config.name.clone();
+                self.with_store(|s| s.record_success(&name, now))?;
+            }
+            _ => {
+                let error = attempt.error.clone().unwrap_or_default();
+                warn!(subscriber = %self.name(), status = ?attempt.status, error = %error, "delivery failed");
+                let name = self.config.name.clone();
+                self.with_store(|s| s.record_error(&name, now, &error))?;
+                if attempt.status.is_none() && matches!(attempt.verdict, Verdict::Retry { .. }) {
+                    self.down = true;
+                }
+            }
+        }
+        match sent {
+            Sent::Live(jobs) => self.completed_live(jobs, attempt),
+            Sent::Held(pending) => self.completed_held(*pending, attempt)?,
+        }
+        Ok(())
+    }
+
+    fn completed_live(&mut self, jobs: Vec<Job>, attempt: Attempt) {
+        let mut settled = Vec::new();
+        for job in jobs {
+            let key = job.event.key.clone();
+            self.busy.remove(&key);
+            let job = if job.event.is_truncate {
+                self.finish_truncate(&job.event.table)
+            } else {
+                self.pop_head(&key)
+            };
+            let Some(job) = job else { continue };
+            match attempt.verdict {
+                Verdict::Delivered => settled.push(job.txn),
+                Verdict::Retry { .. } => {
+                    // This key's later jobs must stay behind it: they go to the store too.
+                    let rest = self.keys.remove(&key).unwrap_or_default();
+                    self.ready.retain(|(k, _)| k != &key);
+                    self.unload(&job.event.table, rest.len());
+                    self.to_store.push((job, Some(attempt.clone())));
+                    self.to_store.extend(rest.into_iter().map(|j| (j, None)));
+                }
+                Verdict::DeadLetter | Verdict::Gone => {
+                    self.to_dead_letter.push((job, attempt.clone()))
+                }
+            }
+        }
+        if matches!(attempt.verdict, Verdict::Gone) {
+            self.pause();
+        }
+        if !settled.is_empty() {
+            let _ = self.ctx.settled.send(settled);
+        }
+    }
+
+    /// Removes the head of `key` (just completed); the next job of the key becomes ready.
+    fn pop_head(&mut self, key: &str) -> Option<Job> {
+        let queue = self.keys.get_mut(key)?;
+        let job = queue.pop_front()?;
+        if queue.is_empty() {
+            self.keys.remove(key);
+        } else {
+            self.ready.push_back((key.to_string(), Instant::now()));
+        }
+        self.unload(&job.event.table, 1);
+        Some(job)
+    }
+
+    /// The truncate of `table` is done: the jobs that waited behind it go on.
+    fn finish_truncate(&mut self, table: &str) -> Option<Job> {
+        let mut queue = self.barriers.remove(table)?;
+        let truncate = queue.pop_front();
+        for job in queue {
+            if self.barriers.contains_key(table) || job.event.is_truncate {
+                self.barriers
+                    .entry(table.to_string())
+                    .or_default()
+                    .push_back(job);
+            } else {
+                self.enqueue(job);
+            }
+        }
+        truncate
+    }
+
+    fn unload(&mut self, table: &str, n: usize) {
+        if let Some(load) = self.table_load.get_mut(table) {
+            *load = load.saturating_sub(n);
+            if *load == 0 {
+                self.table_load.remove(table);
+            }
+        }
+    }
+
+    /// 410 Gone: the subscriber's URL is no more. Everything waits in the store until restart.
+    fn pause(&mut self) {
+        let reason = format!(
+            "410 Gone from {}",
+            self.config.url.host_str().unwrap_or("?")
+        );
+        warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
+        self.paused = Some(reason);
+        self.store_queued();
+    }
+
+    /// Moves every queued live job (not in flight) to the store.
+    fn store_queued(&mut self) {
+        let busy = &self.busy;
+        let mut queued = Vec::new();
+        for (key, queue) in self.keys.iter_mut() {
+            let skip = usize::from(busy.contains(key));
+            queued.extend(queue.drain(skip..));
+        }
+        self.keys.retain(|_, q| !q.is_empty());
+        self.ready.clear();
+        for (_, barrier) in self.barriers.iter_mut() {
+            let skip = usize::from(barrier.front().is_some_and(|j| busy.contains(&j.event.key)));
+            queued.extend(barrier.drain(skip..));
+        }
+        self.barriers.retain(|_, q| !q.is_empty());
+        for job in &queued {
+            if !job.event.is_truncate {
+                let table = job.event.table.clone();
+                self.unload(&table, 1);
+            }
+        }
+        queued.sort_by_key(|j| (j.event.commit_lsn, j.txn));
+        self.to_store.extend(queued.into_iter().map(|j| (j, None)));
+    }
+
+    /// Writes what must be stored or dead-lettered in one transaction each, then reports those
+    /// jobs settled: only now are they safe from a crash.
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        if !self.to_remove.is_empty() {
+            let name = self.config.name.clone();
+            let ids = std::mem::take(&mut self.to_remove);
+            self.with_store(|s| s.remove_pending(&name, &ids))?;
+            for id in &ids {
+                self.retrying.remove(id);
+            }
+        }
+        if self.to_store.is_empty() && self.to_dead_letter.is_empty() {
+            return Ok(());
+        }
+        let to_store = std::mem::take(&mut self.to_store);
+        let to_dead = std::mem::take(&mut self.to_dead_letter);
+        let name = self.config.name.clone();
+        let schedule = self.schedule;
+        let now = UnixMillis::now();
+        let pending: Vec<PendingInsert<'_>> = to_store
+            .iter()
+            .map(|(job, attempt)| match attempt {
+                None => PendingInsert::held(&job.event, now),
+                Some(attempt) => {
+                    let retry_after = match attempt.verdict {
+                        Verdict::Retry { retry_after } => retry_after,
+                        _ => None,
+                    };
+                    PendingInsert {
+                        event: &job.event,
+                        attempts: 1,
+                        first_failure_at: Some(now),
+                        next_attempt_at: now.saturating_add(schedule.next_delay(1, retry_after)),
+                        last_status: attempt.status,
+                        last_error: attempt.error.as_deref(),
+                    }
+                }
+            })
+            .collect();
+        let dead: Vec<DeadLetterInsert<'_>> = to_dead
+            .iter()
+            .map(|(job, attempt)| DeadLetterInsert {
+                event: &job.event,
+                attempts: 1,
+                first_attempt_at: now,
+                dead_at: now,
+                last_status: attempt.status,
+                last_error: attempt.error.as_deref(),
+            })
+            .collect();
+        // SQLite commits in a few milliseconds; this blocks only this subscriber's task.
+        self.with_store(|s| {
+            if !pending.is_empty() {
+                s.store_pending(&name, &pending)?;
+            }
+            if !dead.is_empty() {
+                s.store_dead_letters(&name, &dead)?;
+            }
+            Ok(())
+        })?;
+        if !pending.is_empty() {
+            self.store_has_events = true;
+        }
+        let settled: Vec<TxnId> = to_store
+            .iter()
+            .map(|(j, _)| j.txn)
+            .chain(to_dead.iter().map(|(j, _)| j.txn))
+            .collect();
+        let _ = self.ctx.settled.send(settled);
+        Ok(())
+    }
+
+    /// Sends held events that are due, oldest first per key; fetches a new bulk of them from
+    /// the store when `fetch` and none are left.
+    fn retry_due(&mut self, fetch: bool) -> Result<(), WorkerError> {
+        if !self.store_has_events || self.paused.is_some() {
+            return Ok(());
+        }
+        if self.due.is_empty() && fetch {
+            self.flush()?;
+            let name = self.config.name.clone();
+            let due = self.with_store(|s| s.due(&name, UnixMillis::now(), RETRY_FETCH))?;
+            self.more_due = due.len() == RETRY_FETCH;
+            if due.is_empty() && self.retrying.is_empty() {
+                if self.with_store(|s| s.next_due_at(&name))?.is_none() {
+                    self.store_has_events = false;
+                    self.down = false;
+                }
+                return Ok(());
+            }
+            self.due = due
+                .into_iter()
+                .filter(|p| !self.retrying.contains(&p.event.id))
+                .collect();
+        }
+        // While the receiver is down, one probe at a time is enough.
+        let limit = if self.down {
+            1
+        } else {
+            self.config.concurrency
+        };
+        while self.in_flight.len() < limit {
+            let Some(pending) = self.due.pop_front() else {
+                break;
+            };
+            self.retrying.insert(pending.event.id.clone());
+            self.send(Sent::Held(Box::new(pending)));
+        }
+        Ok(())
+    }
+
+    fn completed_held(
+        &mut self,
+        pending: PendingEvent,
+        attempt: Attempt,
+    ) -> Result<(), WorkerError> {
+        self.retrying.remove(&pending.event.id);
+        let name = self.config.name.clone();
+        let now = UnixMillis::now();
+        let id = pending.event.id.as_str();
+        let attempts = pending.attempts + 1;
+        let failure = Failure {
+            id,
+            attempts,
+            at: now,
+            status: attempt.status,
+            error: attempt.error.as_deref(),
+        };
+        match attempt.verdict {
+            Verdict::Delivered => {
+                // Removed at the next flush; until then `retrying` keeps it from going twice.
+                self.to_remove.push(pending.event.id.clone());
+                self.more_due = true;
+                return Ok(());
+            }
+            Verdict::Retry { retry_after } => {
+                let first = pending.first_failure_at.unwrap_or(now);
+                if self.schedule.gives_up(now.saturating_duration_since(first)) {
+                    warn!(subscriber = %name, event_id = %id, attempts, "giving up; event dead-lettered");
+                    self.with_store(|s| s.move_to_dead_letters(&name, &[failure]))?;
+                } else {
+                    let next = now.saturating_add(self.schedule.next_delay(attempts, retry_after));
+                    self.with_store(|s| {
+                        s.reschedule(
+                            &name,
+                            &[Retry {
+                                failure,
+                                next_attempt_at: next,
+                            }],
+                        )
+                    })?;
+                }
+            }
+            Verdict::DeadLetter | Verdict::Gone => {
+                self.with_store(|s| s.move_to_dead_letters(&name, &[failure]))?;
+                if matches!(attempt.verdict, Verdict::Gone) {
+                    self.pause();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn with_store<T>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, StateError>,
+    ) -> Result<T, WorkerError> {
+        let mut store = self
+            .ctx
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut store).map_err(|e| self.error(e))
+    }
+
+    fn error(&self, source: StateError) -> WorkerError {
+        WorkerError {
+            subscriber: self.config.name.clone(),
+            source: Box::new(source),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs the worker's start.
+pub fn announce(config: &SubscriberConfig) {
+    info!(
+        subscriber = %config.name,
+        host = %config.url.host_str().unwrap_or("?"),
+        concurrency = config.concurrency,
+        batch_size = config.batch_size,
+        signed = config.signing_key.is_some(),
+        "subscriber ready"
+    );
+}

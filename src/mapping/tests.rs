@@ -1,0 +1,203 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::source::{Change, Datum, Lsn, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+
+fn config(rules: &str) -> crate::config::Config {
+    let text = format!(
+        r#"
+        source.url = "postgres://h/db"
+        subscribers.billing.url = "http://127.0.0.1:9/b"
+        subscribers.crm.url = "http://127.0.0.1:9/c"
+        {rules}
+        "#
+    );
+    crate::config::parse(&text, Path::new("."), &|_| None).unwrap()
+}
+
+fn orders() -> Arc<Table> {
+    let column = |name: &str, is_key| TableColumn {
+        name: name.into(),
+        type_oid: 25,
+        type_modifier: -1,
+        is_key,
+    };
+    Arc::new(Table {
+        oid: 1,
+        schema: "public".into(),
+        name: "orders".into(),
+        replica_identity: ReplicaIdentity::Full,
+        primary_key: vec![0],
+        columns: vec![
+            column("id", true),
+            column("status", true),
+            column("amount", true),
+            column("note", true),
+        ],
+    })
+}
+
+/// A row image from JSON texts (`None` = absent).
+fn image(values: &[Option<&str>]) -> RowImage {
+    let mut row = RowImage::default();
+    for value in values {
+        row.datums.push(match value {
+            None => Datum::Absent,
+            Some("null") => Datum::Null,
+            Some(json) => {
+                let start = row.json.len() as u32;
+                row.json.push_str(json);
+                Datum::Value {
+                    start,
+                    end: row.json.len() as u32,
+                }
+            }
+        });
+    }
+    row
+}
+
+fn update(old_status: &str, new_status: &str) -> Change {
+    Change {
+        table: orders(),
+        operation: Operation::Update,
+        row: Some(image(&[Some("42"), Some(new_status), Some("12.50"), None])),
+        old: Some(image(&[
+            Some("42"),
+            Some(old_status),
+            Some("12.50"),
+            Some("\"x\""),
+        ])),
+        unchanged_toast: vec![3],
+        commit_lsn: Lsn(0x16B3748),
+        xid: 745,
+        commit_time_micros: 1_795_715_470_574_330,
+        index: 3,
+    }
+}
+
+#[test]
+fn body_is_the_compact_json_of_the_design() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "order.paid"
+        table = "public.orders"
+        operations = ["update"]
+        subscribers = ["billing"]
+        "#,
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    mapper.map(&update("\"new\"", "\"paid\""), &mut out);
+    assert_eq!(out.len(), 1);
+    let event = &out[0].event;
+    assert_eq!(event.id, "evt_00000000016B3748_3");
+    assert_eq!(
+        event.body,
+        concat!(
+            r#"{"id":"evt_00000000016B3748_3","type":"order.paid","timestamp":"2026-11-26T17:51:10.574330Z","#,
+            r#""data":{"table":"public.orders","operation":"update","row":{"id":42,"status":"paid","amount":12.50},"#,
+            r#""old":{"id":42,"status":"new","amount":12.50,"note":"x"},"changed":["status"],"unchanged_toast":["note"],"#,
+            r#""commit_lsn":"0/16B3748","xid":745}}"#
+        )
+    );
+    assert_eq!(event.key, "public.orders:[42]");
+    assert_eq!(out[0].subscribers, vec![0]);
+    serde_json::from_str::<serde_json::Value>(&event.body).unwrap();
+}
+
+#[test]
+fn several_rules_number_their_events_and_filters_and_projections_apply() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "order.changed"
+        table = "public.orders"
+        subscribers = ["crm", "billing"]
+        columns = ["id", "status"]
+        [[events]]
+        type = "order.paid"
+        table = "public.orders"
+        operations = ["update"]
+        when = "row.status == 'paid' && old.status != 'paid'"
+        subscribers = ["billing"]
+        key = ["status"]
+        [[events]]
+        type = "customer.changed"
+        table = "public.customers"
+        subscribers = ["crm"]
+        "#,
+    ))
+    .unwrap();
+    // GIVEN an update to paid: both order rules yield, numbered in config order
+    let mut out = Vec::new();
+    mapper.map(&update("\"new\"", "\"paid\""), &mut out);
+    let ids: Vec<&str> = out.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["evt_00000000016B3748_3_0", "evt_00000000016B3748_3_1"]
+    );
+    assert_eq!(out[0].subscribers, vec![1, 0]);
+    let body: serde_json::Value = serde_json::from_str(&out[0].event.body).unwrap();
+    assert_eq!(
+        body["data"]["row"],
+        serde_json::json!({"id": 42, "status": "paid"})
+    );
+    assert_eq!(
+        body["data"]["old"],
+        serde_json::json!({"id": 42, "status": "new"})
+    );
+    assert_eq!(body["data"]["unchanged_toast"], serde_json::json!([]));
+    assert_eq!(out[1].event.key, "public.orders:[\"paid\"]");
+    // GIVEN an update that stays paid: the filter drops the second, the first keeps its number
+    out.clear();
+    mapper.map(&update("\"paid\"", "\"paid\""), &mut out);
+    let ids: Vec<&str> = out.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(ids, ["evt_00000000016B3748_3_0"]);
+    // GIVEN an insert: the filter's `old` is null, only the first rule applies (no suffix)
+    let mut insert = update("\"new\"", "\"paid\"");
+    insert.operation = Operation::Insert;
+    insert.old = None;
+    out.clear();
+    mapper.map(&insert, &mut out);
+    let ids: Vec<&str> = out.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(ids, ["evt_00000000016B3748_3"]);
+    let body: serde_json::Value = serde_json::from_str(&out[0].event.body).unwrap();
+    assert_eq!(body["data"]["old"], serde_json::Value::Null);
+    assert_eq!(body["data"]["changed"], serde_json::Value::Null);
+}
+
+#[test]
+fn deletes_key_on_the_old_row_and_truncates_on_the_table() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "order.gone"
+        table = "public.orders"
+        operations = ["delete", "truncate"]
+        subscribers = ["billing"]
+        "#,
+    ))
+    .unwrap();
+    let mut delete = update("\"new\"", "\"paid\"");
+    delete.operation = Operation::Delete;
+    delete.row = None;
+    delete.old = Some(image(&[Some("7"), None, None, None]));
+    delete.unchanged_toast.clear();
+    let mut out = Vec::new();
+    mapper.map(&delete, &mut out);
+    assert_eq!(out[0].event.key, "public.orders:[7]");
+    let body: serde_json::Value = serde_json::from_str(&out[0].event.body).unwrap();
+    assert_eq!(body["data"]["row"], serde_json::Value::Null);
+    assert_eq!(body["data"]["old"], serde_json::json!({"id": 7}));
+    assert_eq!(body["data"]["changed"], serde_json::Value::Null);
+    let mut truncate = delete.clone();
+    truncate.operation = Operation::Truncate;
+    truncate.old = None;
+    out.clear();
+    mapper.map(&truncate, &mut out);
+    assert!(out[0].event.is_truncate);
+    assert_eq!(out[0].event.key, "public.orders");
+}
