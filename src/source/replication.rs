@@ -142,6 +142,7 @@ impl ReplicationClient {
             ("DateStyle", "ISO, MDY"),
             ("IntervalStyle", "postgres"),
             ("extra_float_digits", "1"),
+            ("bytea_output", "hex"),
         ];
         frontend::startup_message(params, &mut conn.wbuf).map_err(|e| conn.encode_err(e))?;
         conn.flush().await?;

@@ -187,6 +187,7 @@ async fn logs_in_with_md5_and_sends_the_session_settings() {
             ("DateStyle", "ISO, MDY"),
             ("IntervalStyle", "postgres"),
             ("extra_float_digits", "1"),
+            ("bytea_output", "hex"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
