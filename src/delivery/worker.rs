@@ -137,6 +137,7 @@ impl Worker {
     /// returns.
     pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Result<(), WorkerError> {
         let mut open = true;
+        let mut ticks: u64 = 0;
         let mut retry_tick = tokio::time::interval(Duration::from_millis(100));
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -172,7 +173,15 @@ impl Worker {
                 // 3. A partial batch has waited long enough.
                 _ = sleep_until(batch_deadline), if batch_deadline.is_some() => {}
                 // 4. Held events that are due.
-                _ = retry_tick.tick(), if open => self.retry_due(true)?,
+                _ = retry_tick.tick(), if open => {
+                    // Once a second, look even when nothing was stored here: `walhook
+                    // dead-letters replay` may have put events back from another process.
+                    ticks += 1;
+                    if ticks % 10 == 0 {
+                        self.store_has_events = true;
+                    }
+                    self.retry_due(true)?;
+                }
             }
         }
     }
