@@ -12,16 +12,16 @@ use crate::support::json::same;
 use crate::support::receiver::{verify, Receiver, Recorded, Reply};
 use crate::support::TestDb;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// walhook running in this process until stopped.
-struct Walhook {
+pub(crate) struct Walhook {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), walhook::app::AppError>>,
 }
 
 impl Walhook {
-    fn start(config_text: &str, dir: &Path) -> Walhook {
+    pub(crate) fn start(config_text: &str, dir: &Path) -> Walhook {
         let config = walhook::config::parse(config_text, dir, &|_| None).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(walhook::app::run(config, async move {
@@ -33,7 +33,7 @@ impl Walhook {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -45,13 +45,13 @@ impl Walhook {
     }
 }
 
-fn state_dir(db: &TestDb) -> std::path::PathBuf {
+pub(crate) fn state_dir(db: &TestDb) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("walhook-e2e-{}", db.name()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn shop(db: &TestDb) -> tokio_postgres::Client {
+pub(crate) async fn shop(db: &TestDb) -> tokio_postgres::Client {
     let client = db.client().await;
     client
         .batch_execute(
@@ -64,7 +64,7 @@ async fn shop(db: &TestDb) -> tokio_postgres::Client {
     client
 }
 
-fn source_section(db: &TestDb) -> String {
+pub(crate) fn source_section(db: &TestDb) -> String {
     format!(
         "[source]\nurl = \"{}\"\nslot = \"{n}\"\npublication = \"{n}\"\nstatus_interval = \"200ms\"\n",
         db.url(),
@@ -73,7 +73,7 @@ fn source_section(db: &TestDb) -> String {
 }
 
 /// Waits until walhook streams from `slot`, so what is written next is captured.
-async fn wait_streaming(client: &tokio_postgres::Client, slot: &str) {
+pub(crate) async fn wait_streaming(client: &tokio_postgres::Client, slot: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let active = client
@@ -102,7 +102,7 @@ fn ids(requests: &[Recorded]) -> Vec<String> {
         .collect()
 }
 
-async fn slot_lsn(client: &tokio_postgres::Client, slot: &str) -> Lsn {
+pub(crate) async fn slot_lsn(client: &tokio_postgres::Client, slot: &str) -> Lsn {
     let text: String = client
         .query_one(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -114,7 +114,7 @@ async fn slot_lsn(client: &tokio_postgres::Client, slot: &str) -> Lsn {
     text.parse().unwrap()
 }
 
-async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
+pub(crate) async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     let text: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

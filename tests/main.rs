@@ -8,6 +8,7 @@ mod check;
 mod cluster;
 mod delivery_http;
 mod e2e;
+mod e2e_more;
 mod replication;
 mod source;
 mod values;
