@@ -257,7 +257,6 @@ impl Pipeline {
         };
         // Drain: close the workers' queues; they finish or store what they hold and report it.
         self.queues.clear();
-        drop(events);
         let mut worker_error = None;
         loop {
             tokio::select! {
@@ -277,9 +276,14 @@ impl Pipeline {
         let source_result = if source.is_finished() && failure.is_some() {
             Ok(())
         } else {
-            match source.await {
-                Ok(result) => result,
-                Err(_) => Ok(()),
+            // Keep taking what the source still hands over until it has sent its final status
+            // and stopped, so it never meets a closed pipeline. Those events are dropped: they
+            // are not confirmed, so the next start reads them again.
+            loop {
+                tokio::select! {
+                    done = &mut source => break done.unwrap_or(Ok(())),
+                    Some(_) = events.recv() => {}
+                }
             }
         };
         info!(confirmed = %self.acks.confirmed(), "stopped");
