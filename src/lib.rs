@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod mapping;
 pub mod source;
 pub mod state;
+pub mod telemetry;
 
 /// An error and its causes on one line, for logs and messages.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

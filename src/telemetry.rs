@@ -1,0 +1,70 @@
+//! Metric and label names, in one place (they are public interface: dashboards and alerts use
+//! them), and the health that `/ready` reports.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Changes decoded from the stream (counter).
+pub const EVENTS_DECODED: &str = "walhook_changes_decoded_total";
+/// Events delivered with a 2xx, by `subscriber` and `event_type` (counter).
+pub const EVENTS_DELIVERED: &str = "walhook_events_delivered_total";
+/// Failed delivery attempts, by `subscriber` and `event_type` (counter).
+pub const EVENTS_FAILED: &str = "walhook_events_failed_total";
+/// Events dead-lettered, by `subscriber` and `event_type` (counter).
+pub const EVENTS_DEAD_LETTERED: &str = "walhook_events_dead_lettered_total";
+/// Commit to 2xx, seconds, by `subscriber` (histogram).
+pub const DELIVERY_LATENCY: &str = "walhook_delivery_latency_seconds";
+/// One HTTP request, seconds, by `subscriber` (histogram).
+pub const REQUEST_DURATION: &str = "walhook_request_duration_seconds";
+/// Events held in the state store for a later attempt, by `subscriber` (gauge).
+pub const RETRY_BACKLOG: &str = "walhook_retry_backlog";
+/// WAL the slot retains: `pg_current_wal_lsn() - confirmed_flush_lsn`, bytes (gauge).
+pub const SLOT_LAG_BYTES: &str = "walhook_slot_lag_bytes";
+/// The LSN walhook last confirmed, as a number (gauge).
+pub const CONFIRMED_LSN: &str = "walhook_confirmed_lsn";
+/// 1 while the replication connection streams, else 0 (gauge).
+pub const REPLICATION_UP: &str = "walhook_replication_connected";
+/// Seconds since the last standby status update was sent (gauge, set when scraped).
+pub const STATUS_UPDATE_AGE: &str = "walhook_status_update_age_seconds";
+
+/// Label keys.
+pub const LABEL_SUBSCRIBER: &str = "subscriber";
+pub const LABEL_EVENT_TYPE: &str = "event_type";
+
+/// What `/ready` and the status-age gauge read; written by the source.
+#[derive(Debug, Default)]
+pub struct Health {
+    streaming: AtomicBool,
+    /// Unix milliseconds of the last standby status update; 0 = never.
+    last_status_ms: AtomicI64,
+}
+
+impl Health {
+    pub fn set_streaming(&self, up: bool) {
+        self.streaming.store(up, Ordering::Relaxed);
+        metrics::gauge!(REPLICATION_UP).set(if up { 1.0 } else { 0.0 });
+    }
+
+    pub fn status_sent(&self) {
+        self.last_status_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the last status update, if one was sent.
+    pub fn status_age_secs(&self) -> Option<f64> {
+        match self.last_status_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some((now_ms() - at).max(0) as f64 / 1000.0),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
