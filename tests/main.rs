@@ -11,4 +11,5 @@ mod e2e;
 mod e2e_more;
 mod replication;
 mod source;
+mod status;
 mod values;

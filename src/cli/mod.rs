@@ -3,13 +3,14 @@
 
 mod database;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config};
+use crate::config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,13 +128,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Teardown => database::teardown(&config).await,
         Command::Run => run::run(config).await,
         Command::DeadLetters { action } => run::dead_letters(&config, action),
-        Command::Status { .. } => not_yet(&config),
+        Command::Status { json } => status::status(&config, json).await,
     }
-}
-
-fn not_yet(_config: &Config) -> anyhow::Result<ExitCode> {
-    eprintln!("error: this command is not implemented yet in this build of walhook");
-    Ok(ExitCode::from(1))
 }
 
 fn init_logging(format: LogFormat) {

@@ -30,6 +30,7 @@ pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogDa
 mod assembler;
 pub mod prerequisites;
 pub mod provision;
+pub mod slot_info;
 mod sql;
 pub use assembler::{AssembleError, Assembled, Assembler};
 mod stream;
