@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::api::{self, ApiError};
 use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, Routed};
@@ -25,6 +26,7 @@ use crate::source::{
     SpecError,
 };
 use crate::state::{AckTracker, StateError, Store, TxnId};
+use crate::telemetry::{Health, CONFIRMED_LSN};
 
 /// Jobs a worker's queue holds before the pipeline waits for it.
 const WORKER_QUEUE: usize = 1024;
@@ -50,6 +52,8 @@ pub enum AppError {
     Source(#[from] SourceError),
     #[error("delivery stopped")]
     Worker(#[from] WorkerError),
+    #[error("cannot start the [api] endpoints")]
+    Api(#[from] ApiError),
     #[error("cannot read the slot's position")]
     Sql(#[from] tokio_postgres::Error),
 }
@@ -58,6 +62,13 @@ pub enum AppError {
 /// queued events are stored, the final confirmed LSN is sent, and the stream ends cleanly.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     let spec: ConnectSpec = config.source.url.expose().parse()?;
+    let health = Arc::new(Health::default());
+    // Up first, so `/health` answers and `/ready` says why not while the database is prepared.
+    // Dropped on an early return, which stops it as well.
+    let api = match &config.api {
+        Some(api) => Some(api::start(api, health.clone(), config.source.status_interval).await?),
+        None => None,
+    };
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
     let slot_confirmed = prepare_database(&config, &spec).await?;
     let mapper = Mapper::new(&config)?;
@@ -90,6 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         slot: config.source.slot.clone(),
         publication: config.source.publication.clone(),
         status_interval: config.source.status_interval,
+        health,
     };
     let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
     info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
@@ -118,6 +130,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await;
     if let Err(e) = &outcome {
         error!(error = %crate::error_chain(e), "walhook stopped");
+    }
+    if let Some(api) = api {
+        api.stop().await;
     }
     outcome
 }
@@ -369,6 +384,7 @@ impl Pipeline {
 
     fn advance(&mut self) {
         if let Some(lsn) = self.acks.advance() {
+            metrics::gauge!(CONFIRMED_LSN).set(lsn.0 as f64);
             self.confirmed_tx.send_replace(lsn);
             self.checkpoint(false);
         }

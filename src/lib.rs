@@ -9,6 +9,7 @@
 //!                                                                            dead letters, checkpoint)
 //! ```
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

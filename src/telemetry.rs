@@ -31,6 +31,46 @@ pub const STATUS_UPDATE_AGE: &str = "walhook_status_update_age_seconds";
 pub const LABEL_SUBSCRIBER: &str = "subscriber";
 pub const LABEL_EVENT_TYPE: &str = "event_type";
 
+/// Registers the HELP text of every metric with the installed recorder (a no-op without one).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        EVENTS_DECODED,
+        "Changes decoded from the replication stream"
+    );
+    describe_counter!(EVENTS_DELIVERED, "Events delivered with a 2xx answer");
+    describe_counter!(
+        EVENTS_FAILED,
+        "Events in delivery attempts that failed (a batch counts each event)"
+    );
+    describe_counter!(EVENTS_DEAD_LETTERED, "Events moved to the dead letters");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        "Seconds from the commit in Postgres to the 2xx answer"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        "Seconds one webhook request took, answer included"
+    );
+    describe_gauge!(
+        RETRY_BACKLOG,
+        "Events held in the state store for a later attempt"
+    );
+    describe_gauge!(SLOT_LAG_BYTES, "Bytes of WAL the replication slot retains");
+    describe_gauge!(
+        CONFIRMED_LSN,
+        "The LSN walhook last confirmed to Postgres, as a number"
+    );
+    describe_gauge!(
+        REPLICATION_UP,
+        "1 while the replication connection streams, else 0"
+    );
+    describe_gauge!(
+        STATUS_UPDATE_AGE,
+        "Seconds since the last standby status update was sent"
+    );
+}
+
 /// What `/ready` and the status-age gauge read; written by the source.
 #[derive(Debug, Default)]
 pub struct Health {

@@ -1,6 +1,7 @@
 //! The replication source against a real Postgres: what comes out of the slot, decoded, with
 //! values exactly as `to_jsonb()` gives them, positions confirmed and resumed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -8,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use walhook::source::{
     stream, Change, ConnectSpec, Lsn, Operation, SourceError, SourceEvent, SourceSettings,
 };
+use walhook::telemetry::Health;
 
 use crate::support::json::{differences, same};
 use crate::support::{connect, Cluster, TestDb};
@@ -27,6 +29,7 @@ impl Running {
             slot: name.to_string(),
             publication: name.to_string(),
             status_interval,
+            health: Arc::new(Health::default()),
         };
         let (tx, events) = mpsc::channel(1024);
         let (confirm, mut confirmed) = watch::channel(Lsn(0));

@@ -4,6 +4,7 @@
 //! confirms LSNs; it reports outcomes.
 
 mod http;
+mod meters;
 mod retry;
 mod signing;
 mod worker;

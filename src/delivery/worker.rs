@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::http::{batch_body, batch_id, post, Attempt};
+use super::meters::{now_micros, Meters};
 use super::retry::{Schedule, Verdict};
 use super::signing::Signer;
 use crate::config::SubscriberConfig;
@@ -28,6 +29,9 @@ use crate::state::{
 
 /// Held events fetched from the store at once.
 const RETRY_FETCH: usize = 256;
+/// The retry backlog gauge is recounted from the store this often (in 100 ms ticks), which
+/// corrects it after `walhook dead-letters replay` added events from another process.
+const BACKLOG_RECOUNT_TICKS: u64 = 600;
 
 /// An event for this subscriber, and the transaction it settles a part of.
 #[derive(Debug, Clone)]
@@ -57,6 +61,16 @@ pub struct WorkerError {
 enum Sent {
     Live(Vec<Job>),
     Held(Box<PendingEvent>),
+}
+
+impl Sent {
+    fn events(&self) -> impl Iterator<Item = &Event> {
+        let (live, held) = match self {
+            Sent::Live(jobs) => (jobs.as_slice(), None),
+            Sent::Held(pending) => (&[][..], Some(&pending.event)),
+        };
+        live.iter().map(|job| job.event.as_ref()).chain(held)
+    }
 }
 
 pub struct Worker {
@@ -92,6 +106,7 @@ pub struct Worker {
     /// straight to the store instead of each waiting for its own failed connect.
     down: bool,
     paused: Option<String>,
+    meters: Meters,
 }
 
 impl Worker {
@@ -101,7 +116,8 @@ impl Worker {
             .as_ref()
             .map(|key| Arc::new(Signer::new(key.expose())));
         let schedule = Schedule::new(config.retry);
-        let worker = Self {
+        let meters = Meters::new(&config.name);
+        let mut worker = Self {
             config,
             signer,
             schedule,
@@ -121,11 +137,13 @@ impl Worker {
             store_has_events: true,
             down: false,
             paused: None,
+            meters,
         };
         // A pause is lifted by a restart: the operator restarting walhook is the signal that
         // the subscriber's URL was fixed.
         let name = worker.config.name.clone();
         worker.with_store(|s| s.set_paused(&name, None))?;
+        worker.recount_backlog()?;
         Ok(worker)
     }
 
@@ -179,6 +197,9 @@ impl Worker {
                     ticks += 1;
                     if ticks % 10 == 0 {
                         self.store_has_events = true;
+                    }
+                    if ticks % BACKLOG_RECOUNT_TICKS == 0 {
+                        self.recount_backlog()?;
                     }
                     self.retry_due(true)?;
                 }
@@ -311,6 +332,16 @@ impl Worker {
 
     fn completed(&mut self, sent: Sent, attempt: Attempt) -> Result<(), WorkerError> {
         let now = UnixMillis::now();
+        self.meters.request(attempt.duration);
+        let delivered = matches!(attempt.verdict, Verdict::Delivered);
+        let at = now_micros();
+        for event in sent.events() {
+            if delivered {
+                self.meters.delivered(event, at);
+            } else {
+                self.meters.failed(&event.event_type);
+            }
+        }
         match attempt.verdict {
             Verdict::Delivered => {
                 self.down = false;
@@ -414,6 +445,11 @@ impl Worker {
             self.config.url.host_str().unwrap_or("?")
         );
         warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
+        // Recorded in the state file too, so `walhook status` shows it.
+        let name = self.config.name.clone();
+        if let Err(e) = self.with_store(|s| s.set_paused(&name, Some(&reason))) {
+            warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the pause in the state file");
+        }
         self.paused = Some(reason);
         self.store_queued();
     }
@@ -449,7 +485,8 @@ impl Worker {
         if !self.to_remove.is_empty() {
             let name = self.config.name.clone();
             let ids = std::mem::take(&mut self.to_remove);
-            self.with_store(|s| s.remove_pending(&name, &ids))?;
+            let removed = self.with_store(|s| s.remove_pending(&name, &ids))?;
+            self.meters.released(removed);
             for id in &ids {
                 self.retrying.remove(id);
             }
@@ -494,15 +531,20 @@ impl Worker {
             })
             .collect();
         // SQLite commits in a few milliseconds; this blocks only this subscriber's task.
-        self.with_store(|s| {
-            if !pending.is_empty() {
-                s.store_pending(&name, &pending)?;
-            }
+        let stored = self.with_store(|s| {
             if !dead.is_empty() {
                 s.store_dead_letters(&name, &dead)?;
             }
-            Ok(())
+            if pending.is_empty() {
+                Ok(0)
+            } else {
+                s.store_pending(&name, &pending)
+            }
         })?;
+        self.meters.held(stored);
+        for (job, _) in &to_dead {
+            self.meters.dead_lettered(&job.event.event_type);
+        }
         if !pending.is_empty() {
             self.store_has_events = true;
         }
@@ -530,6 +572,7 @@ impl Worker {
                 if self.with_store(|s| s.next_due_at(&name))?.is_none() {
                     self.store_has_events = false;
                     self.down = false;
+                    self.meters.set_backlog(0);
                 }
                 return Ok(());
             }
@@ -582,7 +625,7 @@ impl Worker {
                 let first = pending.first_failure_at.unwrap_or(now);
                 if self.schedule.gives_up(now.saturating_duration_since(first)) {
                     warn!(subscriber = %name, event_id = %id, attempts, "giving up; event dead-lettered");
-                    self.with_store(|s| s.move_to_dead_letters(&name, &[failure]))?;
+                    self.dead_letter_held(&pending.event, failure)?;
                 } else {
                     let next = now.saturating_add(self.schedule.next_delay(attempts, retry_after));
                     self.with_store(|s| {
@@ -597,12 +640,31 @@ impl Worker {
                 }
             }
             Verdict::DeadLetter | Verdict::Gone => {
-                self.with_store(|s| s.move_to_dead_letters(&name, &[failure]))?;
+                self.dead_letter_held(&pending.event, failure)?;
                 if matches!(attempt.verdict, Verdict::Gone) {
                     self.pause();
                 }
             }
         }
+        Ok(())
+    }
+
+    fn dead_letter_held(&mut self, event: &Event, failure: Failure<'_>) -> Result<(), WorkerError> {
+        let name = self.config.name.clone();
+        let moved = self.with_store(|s| s.move_to_dead_letters(&name, &[failure]))?;
+        self.meters.released(moved);
+        for _ in 0..moved {
+            self.meters.dead_lettered(&event.event_type);
+        }
+        Ok(())
+    }
+
+    /// Sets the retry backlog gauge from a count of what the store holds. The count reads
+    /// every held event, so it runs at start and once a minute, not per change.
+    fn recount_backlog(&mut self) -> Result<(), WorkerError> {
+        let name = self.config.name.clone();
+        let status = self.with_store(|s| s.subscriber_status(&name))?;
+        self.meters.set_backlog(status.pending);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! stream into [`SourceEvent`]s for the pipeline and reports progress to Postgres with standby
 //! status updates carrying the LSN the ack tracker confirmed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -15,6 +16,7 @@ use super::replication::{ReplicationClient, ReplicationError, ReplicationStream}
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
 use super::{Change, Lsn};
+use crate::telemetry::{Health, EVENTS_DECODED};
 
 /// What the source hands the pipeline, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct SourceSettings {
     pub publication: String,
     /// Standby status updates go out at least this often.
     pub status_interval: Duration,
+    /// Where the session reports that it streams and sends status updates (for `/ready`).
+    pub health: Arc<Health>,
 }
 
 /// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.
@@ -75,6 +79,8 @@ pub enum SourceError {
     Catalog(#[from] CatalogError),
     #[error("the pipeline stopped taking events")]
     PipelineClosed,
+    #[error("Postgres ended the replication stream (restarting or shutting down?)")]
+    ServerEnded,
 }
 
 impl SourceError {
@@ -82,7 +88,7 @@ impl SourceError {
     /// decode will not.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Catalog(_) => true,
+            Self::Connect(_) | Self::Catalog(_) | Self::ServerEnded => true,
             // Connection loss and server restarts pass; bad credentials, a missing slot or one
             // in use by another process (SQLSTATE 55006) need the operator.
             Self::Replication(e) => match e {
@@ -111,6 +117,7 @@ pub async fn stream(
     let stream = client
         .start_replication(&settings.slot, &settings.publication, Lsn(0))
         .await?;
+    let _streaming = Streaming::start(&settings.health);
     let mut session = Session {
         stream,
         sql,
@@ -122,6 +129,8 @@ pub async fn stream(
         sent: None,
         last_status: Instant::now(),
         status_interval: settings.status_interval,
+        health: &settings.health,
+        decoded: metrics::counter!(EVENTS_DECODED),
     };
     let result = session.run(confirmed, shutdown).await;
     let confirmed_now = *confirmed.borrow();
@@ -150,6 +159,24 @@ struct Session<'a> {
     sent: Option<Lsn>,
     last_status: Instant,
     status_interval: Duration,
+    health: &'a Health,
+    decoded: metrics::Counter,
+}
+
+/// Marks the session as streaming from START_REPLICATION until it ends, however it ends.
+struct Streaming<'a>(&'a Health);
+
+impl<'a> Streaming<'a> {
+    fn start(health: &'a Health) -> Self {
+        health.set_streaming(true);
+        Self(health)
+    }
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        self.0.set_streaming(false);
+    }
 }
 
 impl Session<'_> {
@@ -158,7 +185,11 @@ impl Session<'_> {
         confirmed: &mut watch::Receiver<Lsn>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
-        let mut tick = tokio::time::interval(self.status_interval.min(Duration::from_secs(1)));
+        // Half the interval: checked once per tick, an update goes out at most half an interval
+        // late, well within the 2 × status_interval that `/ready` allows.
+        let period =
+            (self.status_interval / 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut assembled = Vec::new();
         loop {
@@ -176,7 +207,9 @@ impl Session<'_> {
                 }
                 // 3. New input from the server.
                 payload = self.stream.recv() => {
-                    let Some(payload) = payload? else { return Ok(()) };
+                    let Some(payload) = payload? else {
+                        return Err(SourceError::ServerEnded);
+                    };
                     self.handle(&payload, confirmed, &mut assembled).await?;
                 }
             }
@@ -235,7 +268,10 @@ impl Session<'_> {
                             self.in_transaction = true;
                             SourceEvent::Begin { commit_lsn, xid }
                         }
-                        Assembled::Change(change) => SourceEvent::Change(change),
+                        Assembled::Change(change) => {
+                            self.decoded.increment(1);
+                            SourceEvent::Change(change)
+                        }
                         Assembled::Commit {
                             commit_lsn,
                             end_lsn,
@@ -318,6 +354,7 @@ impl Session<'_> {
             reply_requested: reply,
         };
         self.stream.send_status(&update).await?;
+        self.health.status_sent();
         self.sent = Some(confirmed);
         self.last_status = Instant::now();
         Ok(())
