@@ -210,8 +210,12 @@ impl Worker {
     /// Queues a live job, or stores it behind held events of its key or table.
     fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
         let event = job.event.clone();
+        // While the receiver is down, new keys go straight to the store; a key with a job still
+        // queued or in flight keeps this one behind it instead, since the store would retry it
+        // first.
+        let behind_live = self.keys.contains_key(&event.key);
         let must_hold = self.paused.is_some()
-            || self.down
+            || (self.down && !behind_live)
             || (self.store_has_events && {
                 let name = self.config.name.clone();
                 self.with_store(|s| s.must_hold(&name, &event))?
