@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, Routed};
 use crate::source::provision::{self, ProvisionError, Target};
+use crate::source::slot_guard::{self, LagWarning, SlotProblem};
 use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
     SpecError,
@@ -54,6 +55,8 @@ pub enum AppError {
     Worker(#[from] WorkerError),
     #[error("cannot start the [api] endpoints")]
     Api(#[from] ApiError),
+    #[error("{0}")]
+    Slot(#[from] SlotProblem),
     #[error("cannot read the slot's position")]
     Sql(#[from] tokio_postgres::Error),
 }
@@ -96,6 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (confirmed_tx, confirmed_rx) = watch::channel(slot_confirmed);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+    let spec_for_guard = spec.clone();
     let settings = SourceSettings {
         spec,
         slot: config.source.slot.clone(),
@@ -104,6 +108,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         health,
     };
     let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
+    let (problem_tx, problems) = mpsc::channel(1);
+    let guard = tokio::spawn(guard_slot(
+        spec_for_guard,
+        config.source.slot.clone(),
+        config.source.heartbeat_interval,
+        config.source.lag_warn_bytes,
+        problem_tx,
+    ));
     info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
 
     let mut pipeline = Pipeline {
@@ -117,17 +129,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         confirmed_tx,
         checkpointed: Instant::now(),
+        slot: config.source.slot.clone(),
     };
     let outcome = pipeline
         .run(
-            events_rx,
-            settled_rx,
+            Inputs {
+                events: events_rx,
+                settled: settled_rx,
+                source,
+                problems,
+                stop_source: stop_tx,
+            },
             &mut workers,
-            source,
-            stop_tx,
             shutdown,
         )
         .await;
+    guard.abort();
     if let Err(e) = &outcome {
         error!(error = %crate::error_chain(e), "walhook stopped");
     }
@@ -151,6 +168,12 @@ async fn prepare_database(config: &Config, spec: &ConnectSpec) -> Result<Lsn, Ap
         info!(sql = %statement, "setting up");
     }
     provision::apply(&client, &statements).await?;
+    if let Some(problem) = slot_guard::slot_health(&client, &config.source.slot)
+        .await?
+        .problem(&config.source.slot)
+    {
+        return Err(problem.into());
+    }
     let row = client
         .query_one(
             "SELECT COALESCE(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -199,6 +222,53 @@ async fn run_source(
     }
 }
 
+/// How often the slot's health and lag are read.
+const SLOT_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes heartbeats every `heartbeat` and watches the slot: lag (metric and warning), and
+/// problems that must stop walhook (sent on `problems`). Query failures are logged and retried:
+/// the replication connection's own errors decide about reconnecting.
+async fn guard_slot(
+    spec: ConnectSpec,
+    slot: String,
+    heartbeat: Duration,
+    lag_warn: u64,
+    problems: mpsc::Sender<SlotProblem>,
+) {
+    let mut lag_warning = LagWarning::new(lag_warn, Duration::from_secs(60));
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut last_heartbeat = Instant::now();
+    let mut tick = tokio::time::interval(SLOT_CHECK_EVERY.min(heartbeat));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = connect_sql(&spec).await.ok();
+        }
+        let Some(sql) = &client else { continue };
+        if last_heartbeat.elapsed() >= heartbeat {
+            last_heartbeat = Instant::now();
+            if let Err(e) = slot_guard::heartbeat(sql).await {
+                warn!(error = %crate::error_chain(&e), "cannot write the heartbeat");
+            }
+        }
+        match slot_guard::slot_health(sql, &slot).await {
+            Ok(health) => {
+                if let Some(problem) = health.problem(&slot) {
+                    let _ = problems.send(problem).await;
+                    return;
+                }
+                if let Some(lag) = health.lag_bytes {
+                    let lag = lag.max(0) as u64;
+                    metrics::gauge!(crate::telemetry::SLOT_LAG_BYTES).set(lag as f64);
+                    lag_warning.check(&slot, lag);
+                }
+            }
+            Err(e) => warn!(error = %crate::error_chain(&e), "cannot read the slot's health"),
+        }
+    }
+}
+
 /// The transaction being read: its id in the tracker and how many changes were handed out
 /// (a reconnect re-sends the transaction from its Begin; those are skipped).
 struct Open {
@@ -221,18 +291,32 @@ struct Pipeline {
     store: Arc<Mutex<Store>>,
     confirmed_tx: watch::Sender<Lsn>,
     checkpointed: Instant,
+    slot: String,
+}
+
+/// What the pipeline listens to, besides the workers.
+struct Inputs {
+    events: mpsc::Receiver<SourceEvent>,
+    settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
+    source: tokio::task::JoinHandle<Result<(), SourceError>>,
+    problems: mpsc::Receiver<SlotProblem>,
+    stop_source: watch::Sender<bool>,
 }
 
 impl Pipeline {
     async fn run(
         &mut self,
-        mut events: mpsc::Receiver<SourceEvent>,
-        mut settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
+        inputs: Inputs,
         workers: &mut JoinSet<Result<(), WorkerError>>,
-        mut source: tokio::task::JoinHandle<Result<(), SourceError>>,
-        stop_source: watch::Sender<bool>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AppError> {
+        let Inputs {
+            mut events,
+            mut settled,
+            mut source,
+            mut problems,
+            stop_source,
+        } = inputs;
         tokio::pin!(shutdown);
         let failure: Option<AppError> = loop {
             let room = self.acks.unsettled() < self.max_unsettled;
@@ -244,17 +328,8 @@ impl Pipeline {
                     break None;
                 }
                 // 2. Fatal errors from the source or a worker.
-                done = &mut source => {
-                    break Some(match done {
-                        Ok(Ok(())) => SourceError::PipelineClosed.into(),
-                        Ok(Err(e)) => e.into(),
-                        Err(e) => SourceError::Replication(crate::source::ReplicationError::Protocol {
-                            addr: String::new(),
-                            what: format!("a crashed source task ({e})"),
-                            source: None,
-                        }).into(),
-                    });
-                }
+                done = &mut source => break Some(self.source_ended(done)),
+                Some(problem) = problems.recv() => break Some(problem.into()),
                 Some(done) = workers.join_next() => {
                     break Some(match done {
                         Ok(Err(e)) => e.into(),
@@ -266,7 +341,8 @@ impl Pipeline {
                 // 4. New input, while the unsettled budget allows.
                 event = events.recv(), if room => match event {
                     Some(event) => self.handle(event).await,
-                    None => break Some(SourceError::PipelineClosed.into()),
+                    // The source task is ending: its result says why.
+                    None => break Some(self.source_ended((&mut source).await)),
                 },
             }
         };
@@ -306,6 +382,26 @@ impl Pipeline {
             (Some(e), _) => Err(e),
             (None, Some(e)) => Err(e.into()),
             (None, None) => source_result.map_err(AppError::from),
+        }
+    }
+
+    /// Why the source task ended early, in the operator's terms.
+    fn source_ended(
+        &self,
+        done: Result<Result<(), SourceError>, tokio::task::JoinError>,
+    ) -> AppError {
+        match done {
+            Ok(Ok(())) => SourceError::PipelineClosed.into(),
+            Ok(Err(e)) => match slot_guard::explain(&self.slot, &e) {
+                Some(problem) => problem.into(),
+                None => e.into(),
+            },
+            Err(e) => SourceError::Replication(crate::source::ReplicationError::Protocol {
+                addr: String::new(),
+                what: format!("a crashed source task ({e})"),
+                source: None,
+            })
+            .into(),
         }
     }
 
@@ -365,7 +461,14 @@ impl Pipeline {
                     self.advance();
                 }
             }
-            SourceEvent::Message { .. } => {}
+            SourceEvent::Message { lsn, .. } => {
+                // A heartbeat (or any message outside a transaction): everything before it has
+                // been handed over.
+                if self.open.is_none() {
+                    self.acks.caught_up(lsn);
+                    self.advance();
+                }
+            }
             SourceEvent::CaughtUp { wal_end } => {
                 if self.open.is_none() {
                     self.acks.caught_up(wal_end);

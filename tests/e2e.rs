@@ -22,6 +22,7 @@ pub(crate) struct Walhook {
 
 impl Walhook {
     pub(crate) fn start(config_text: &str, dir: &Path) -> Walhook {
+        crate::support::init_logs();
         let config = walhook::config::parse(config_text, dir, &|_| None).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(walhook::app::run(config, async move {

@@ -10,6 +10,7 @@ mod delivery_http;
 mod e2e;
 mod e2e_more;
 mod metrics;
+mod operations;
 mod replication;
 mod source;
 mod status;

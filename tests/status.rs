@@ -189,7 +189,6 @@ async fn status_shows_the_backlog_of_a_subscriber_that_is_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the worker pauses on 410 in memory only (Worker::pause never calls Store::set_paused), so no other process can see the pause"]
 async fn status_shows_a_subscriber_paused_by_410_gone() {
     // GIVEN walhook streaming to a receiver that answers 410 Gone
     let db = TestDb::new().await;

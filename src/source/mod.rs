@@ -35,3 +35,4 @@ mod sql;
 pub use assembler::{AssembleError, Assembled, Assembler};
 mod stream;
 pub use stream::{stream, SourceError, SourceEvent, SourceSettings};
+pub mod slot_guard;

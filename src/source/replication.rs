@@ -329,7 +329,10 @@ impl ReplicationStream {
         loop {
             match self.conn.read().await? {
                 Frame::Message(Message::CopyData(body)) => return Ok(Some(body.into_bytes())),
-                Frame::Message(Message::CopyDone) => {
+                // A server shutting down ends the copy; some send CommandComplete straight away.
+                Frame::Message(
+                    Message::CopyDone | Message::CommandComplete(_) | Message::ReadyForQuery(_),
+                ) => {
                     self.server_done = true;
                     return Ok(None);
                 }

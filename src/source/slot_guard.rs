@@ -1,0 +1,224 @@
+//! Keeping the slot safe: the heartbeat that lets it advance on an idle database, and the
+//! checks that stop walhook loudly when its slot was dropped, invalidated or taken, instead of
+//! retrying forever or letting WAL pile up unnoticed.
+
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::replication::ReplicationError;
+use super::stream::SourceError;
+
+/// The prefix of walhook's heartbeat messages in the WAL.
+pub const HEARTBEAT_PREFIX: &str = "walhook.heartbeat";
+
+/// What is wrong with the slot; each message says what happened and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotProblem {
+    #[error(
+        "replication slot `{slot}` was invalidated (wal_status = lost): Postgres removed WAL it still \
+         needed, so changes after its position cannot be recovered from this slot. Run `walhook \
+         teardown`, then `walhook setup --apply`, and backfill the mapped tables"
+    )]
+    Lost { slot: String },
+    #[error(
+        "replication slot `{slot}` no longer exists (was it dropped?). Changes since walhook last \
+         confirmed cannot be read from it: run `walhook setup --apply` to create a new slot, and \
+         backfill the mapped tables"
+    )]
+    Missing { slot: String },
+    #[error(
+        "replication slot `{slot}` is in use by another process (PID {pid}): another walhook (or \
+         another tool) streams from it. Stop that process, or give this walhook its own \
+         source.slot"
+    )]
+    InUse { slot: String, pid: String },
+}
+
+/// Recognises a slot problem in an error from the replication connection.
+pub fn explain(slot: &str, error: &SourceError) -> Option<SlotProblem> {
+    let SourceError::Replication(ReplicationError::Server { code, message, .. }) = error else {
+        return None;
+    };
+    let slot = slot.to_string();
+    match code.as_str() {
+        // undefined_object: "replication slot \"x\" does not exist"
+        "42704" => Some(SlotProblem::Missing { slot }),
+        // object_in_use: "replication slot \"x\" is active for PID 123"
+        "55006" => {
+            let pid = message
+                .rsplit(' ')
+                .next()
+                .unwrap_or("?")
+                .trim_end_matches('.')
+                .to_string();
+            Some(SlotProblem::InUse { slot, pid })
+        }
+        // object_not_in_prerequisite_state: "can no longer get changes from replication slot"
+        "55000"
+            if message.contains("can no longer get changes") || message.contains("invalidated") =>
+        {
+            Some(SlotProblem::Lost { slot })
+        }
+        _ => None,
+    }
+}
+
+/// The slot as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotHealth {
+    pub exists: bool,
+    /// `lost` once invalidated (Postgres 13+; `None` before).
+    pub wal_status: Option<String>,
+    /// `pg_current_wal_lsn() - confirmed_flush_lsn`.
+    pub lag_bytes: Option<i64>,
+}
+
+/// Reads the slot's health.
+pub async fn slot_health(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<SlotHealth, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT wal_status::text, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(match row {
+        None => SlotHealth {
+            exists: false,
+            wal_status: None,
+            lag_bytes: None,
+        },
+        Some(row) => SlotHealth {
+            exists: true,
+            wal_status: row.get(0),
+            lag_bytes: row.get(1),
+        },
+    })
+}
+
+impl SlotHealth {
+    /// The problem this state means, if any.
+    pub fn problem(&self, slot: &str) -> Option<SlotProblem> {
+        if !self.exists {
+            Some(SlotProblem::Missing {
+                slot: slot.to_string(),
+            })
+        } else if self.wal_status.as_deref() == Some("lost") {
+            Some(SlotProblem::Lost {
+                slot: slot.to_string(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Writes one heartbeat: a non-transactional logical message, so an idle slot gets something
+/// to confirm past.
+pub async fn heartbeat(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(false, $1, now()::text)",
+            &[&HEARTBEAT_PREFIX],
+        )
+        .await?;
+    debug!("heartbeat written");
+    Ok(())
+}
+
+/// Logs (at most once per `every`) while the slot retains more than `limit` bytes.
+#[derive(Debug)]
+pub struct LagWarning {
+    limit: u64,
+    every: Duration,
+    last: Option<std::time::Instant>,
+}
+
+impl LagWarning {
+    pub fn new(limit: u64, every: Duration) -> Self {
+        Self {
+            limit,
+            every,
+            last: None,
+        }
+    }
+
+    /// Whether `lag` is over the limit (and logs, rate-limited).
+    pub fn check(&mut self, slot: &str, lag: u64) -> bool {
+        if lag <= self.limit {
+            self.last = None;
+            return false;
+        }
+        if self.last.is_none_or(|at| at.elapsed() >= self.every) {
+            self.last = Some(std::time::Instant::now());
+            warn!(slot, lag_bytes = lag, limit_bytes = self.limit, "the slot retains more WAL than source.lag_warn; is a subscriber down or walhook too slow?");
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str, message: &str) -> SourceError {
+        SourceError::Replication(ReplicationError::Server {
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        })
+    }
+
+    #[test]
+    fn recognises_slot_errors() {
+        assert_eq!(
+            explain(
+                "s",
+                &server("42704", "replication slot \"s\" does not exist")
+            ),
+            Some(SlotProblem::Missing { slot: "s".into() })
+        );
+        assert_eq!(
+            explain(
+                "s",
+                &server("55006", "replication slot \"s\" is active for PID 4242")
+            ),
+            Some(SlotProblem::InUse {
+                slot: "s".into(),
+                pid: "4242".into()
+            })
+        );
+        assert_eq!(
+            explain(
+                "s",
+                &server(
+                    "55000",
+                    "can no longer get changes from replication slot \"s\""
+                )
+            ),
+            Some(SlotProblem::Lost { slot: "s".into() })
+        );
+        assert_eq!(
+            explain("s", &server("57P01", "terminating connection")),
+            None
+        );
+        assert!(SlotProblem::Lost { slot: "s".into() }
+            .to_string()
+            .contains("`walhook teardown`, then `walhook setup --apply`"));
+    }
+
+    #[test]
+    fn lag_warning_fires_over_the_limit_only() {
+        let mut warning = LagWarning::new(100, Duration::from_secs(60));
+        assert!(!warning.check("s", 100));
+        assert!(warning.check("s", 101));
+        assert!(warning.check("s", 5000));
+        assert!(!warning.check("s", 0));
+    }
+}
