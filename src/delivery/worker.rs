@@ -106,6 +106,8 @@ pub struct Worker {
     /// straight to the store instead of each waiting for its own failed connect.
     down: bool,
     paused: Option<String>,
+    /// The job channel closed: nothing more is sent live, queued jobs go to the store.
+    draining: bool,
     meters: Meters,
 }
 
@@ -137,6 +139,7 @@ impl Worker {
             store_has_events: true,
             down: false,
             paused: None,
+            draining: false,
             meters,
         };
         // A pause is lifted by a restart: the operator restarting walhook is the signal that
@@ -185,6 +188,7 @@ impl Worker {
                     Some(job) => self.accept(job)?,
                     None => {
                         open = false;
+                        self.draining = true;
                         self.store_queued();
                     }
                 },
@@ -354,7 +358,22 @@ impl Worker {
             }
             _ => {
                 let error = attempt.error.clone().unwrap_or_default();
-                warn!(subscriber = %self.name(), status = ?attempt.status, error = %error, "delivery failed");
+                let (event_type, lsn, id, events) = match &sent {
+                    Sent::Live(jobs) => jobs.first().map_or(("", Default::default(), "", 0), |j| {
+                        (j.event.event_type.as_str(), j.event.commit_lsn, j.event.id.as_str(), jobs.len())
+                    }),
+                    Sent::Held(p) => (p.event.event_type.as_str(), p.event.commit_lsn, p.event.id.as_str(), 1),
+                };
+                warn!(
+                    subscriber = %self.name(),
+                    event_type,
+                    lsn = %lsn,
+                    event_id = id,
+                    events,
+                    status = ?attempt.status,
+                    error = %error,
+                    "delivery failed"
+                );
                 let name = self.config.name.clone();
                 self.with_store(|s| s.record_error(&name, now, &error))?;
                 if attempt.status.is_none() && matches!(attempt.verdict, Verdict::Retry { .. }) {
@@ -397,6 +416,9 @@ impl Worker {
         }
         if matches!(attempt.verdict, Verdict::Gone) {
             self.pause();
+        } else if self.paused.is_some() || self.draining {
+            // What waited behind these jobs is stored now, after them.
+            self.store_queued();
         }
         if !settled.is_empty() {
             let _ = self.ctx.settled.send(settled);
@@ -458,19 +480,22 @@ impl Worker {
         self.store_queued();
     }
 
-    /// Moves every queued live job (not in flight) to the store.
+    /// Moves every queued live job to the store, except those behind a job in flight: they
+    /// follow it when it completes, so that a failed job is stored before its successors.
     fn store_queued(&mut self) {
         let busy = &self.busy;
         let mut queued = Vec::new();
         for (key, queue) in self.keys.iter_mut() {
-            let skip = usize::from(busy.contains(key));
-            queued.extend(queue.drain(skip..));
+            if !busy.contains(key) {
+                queued.extend(queue.drain(..));
+            }
         }
         self.keys.retain(|_, q| !q.is_empty());
         self.ready.clear();
         for (_, barrier) in self.barriers.iter_mut() {
-            let skip = usize::from(barrier.front().is_some_and(|j| busy.contains(&j.event.key)));
-            queued.extend(barrier.drain(skip..));
+            if !barrier.front().is_some_and(|j| busy.contains(&j.event.key)) {
+                queued.extend(barrier.drain(..));
+            }
         }
         self.barriers.retain(|_, q| !q.is_empty());
         for job in &queued {
