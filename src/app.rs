@@ -12,27 +12,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiError};
+use crate::backfill::{self, ChunkOpen, Closed, Windows};
 use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
-use crate::mapping::{FilterError, Mapper, Routed};
+use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
 use crate::source::provision::{self, ProvisionError, Target};
 use crate::source::slot_guard::{self, LagWarning, SlotProblem};
 use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{AckTracker, StateError, Store, TxnId};
+use crate::state::{AckTracker, StateError, Store, TxnId, UnixMillis};
 use crate::telemetry::{Health, CONFIRMED_LSN};
 
 /// Jobs a worker's queue holds before the pipeline waits for it.
 const WORKER_QUEUE: usize = 1024;
 /// Source events buffered between the replication connection and the pipeline.
 const SOURCE_QUEUE: usize = 1024;
+/// Backfill chunks registered ahead of their watermarks.
+const CHUNK_QUEUE: usize = 4;
 /// The checkpoint in the state file is written at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -73,7 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => None,
     };
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
-    let slot_confirmed = prepare_database(&config, &spec).await?;
+    let slot_confirmed = prepare_database(&config, &spec, &store).await?;
     let mapper = Mapper::new(&config)?;
 
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
@@ -100,6 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
     let spec_for_guard = spec.clone();
+    let spec_for_backfill = spec.clone();
     let settings = SourceSettings {
         spec,
         slot: config.source.slot.clone(),
@@ -116,6 +120,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.source.lag_warn_bytes,
         problem_tx,
     ));
+    let (chunks_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
+    let backfills = tokio::spawn(backfill::run_backfills(backfill::RunnerContext {
+        spec: spec_for_backfill,
+        config: config.clone(),
+        store: store.clone(),
+        chunks: chunks_tx,
+    }));
     info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
 
     let mut pipeline = Pipeline {
@@ -130,6 +141,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         confirmed_tx,
         checkpointed: Instant::now(),
         slot: config.source.slot.clone(),
+        windows: Windows::default(),
+        reads: Vec::new(),
     };
     let outcome = pipeline
         .run(
@@ -138,6 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 settled: settled_rx,
                 source,
                 problems,
+                chunks,
                 stop_source: stop_tx,
             },
             &mut workers,
@@ -145,6 +159,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )
         .await;
     guard.abort();
+    backfills.abort();
     if let Err(e) = &outcome {
         error!(error = %crate::error_chain(e), "walhook stopped");
     }
@@ -154,8 +169,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     outcome
 }
 
-/// Creates the publication and slot if missing; returns the slot's confirmed position.
-async fn prepare_database(config: &Config, spec: &ConnectSpec) -> Result<Lsn, AppError> {
+/// Creates the publication and slot if missing; returns the slot's confirmed position. When it
+/// creates the slot, it records the initial backfills (`initial_backfill = true`).
+async fn prepare_database(
+    config: &Config,
+    spec: &ConnectSpec,
+    store: &Mutex<Store>,
+) -> Result<Lsn, AppError> {
     let client = connect_sql(spec).await?;
     let tables = config.tables();
     let target = Target {
@@ -168,6 +188,12 @@ async fn prepare_database(config: &Config, spec: &ConnectSpec) -> Result<Lsn, Ap
         info!(sql = %statement, "setting up");
     }
     provision::apply(&client, &statements).await?;
+    if statements
+        .iter()
+        .any(|s| s.contains("pg_create_logical_replication_slot"))
+    {
+        record_initial_backfills(config, &client, store).await;
+    }
     if let Some(problem) = slot_guard::slot_health(&client, &config.source.slot)
         .await?
         .problem(&config.source.slot)
@@ -182,6 +208,45 @@ async fn prepare_database(config: &Config, spec: &ConnectSpec) -> Result<Lsn, Ap
         .await?;
     let text: String = row.get(0);
     Ok(text.parse().unwrap_or_default())
+}
+
+/// Records a backfill of every table mapped (with inserts) to each subscriber that asks for
+/// an initial backfill. A table that cannot be backfilled (no primary key) is logged and
+/// skipped: the stream itself is unaffected.
+async fn record_initial_backfills(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    store: &Mutex<Store>,
+) {
+    for subscriber in config.subscribers.iter().filter(|s| s.initial_backfill) {
+        for table in config.tables() {
+            let request = backfill::Request {
+                table: table.to_string(),
+                subscribers: vec![subscriber.name.clone()],
+                where_sql: None,
+                batch_rows: backfill::DEFAULT_BATCH_ROWS,
+                rate: None,
+            };
+            let recorded = match backfill::plan(config, client, &request).await {
+                Ok(new) => {
+                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    store
+                        .request_backfill(&new, UnixMillis::now())
+                        .map_err(backfill::BackfillError::from)
+                }
+                Err(backfill::BackfillError::NotMapped { .. }) => continue,
+                Err(e) => Err(e),
+            };
+            match recorded {
+                Ok(id) => {
+                    info!(backfill = id, subscriber = %subscriber.name, %table, "initial backfill recorded")
+                }
+                Err(e) => {
+                    error!(subscriber = %subscriber.name, %table, error = %crate::error_chain(&e), "cannot record the initial backfill")
+                }
+            }
+        }
+    }
 }
 
 /// Streams, reconnecting with backoff after transient failures, until stopped.
@@ -292,6 +357,10 @@ struct Pipeline {
     confirmed_tx: watch::Sender<Lsn>,
     checkpointed: Instant,
     slot: String,
+    /// Backfill chunks between their watermarks.
+    windows: Windows,
+    /// Backfill chunks dispatched: the runner hears once their events settled.
+    reads: Vec<(TxnId, oneshot::Sender<()>)>,
 }
 
 /// What the pipeline listens to, besides the workers.
@@ -300,6 +369,8 @@ struct Inputs {
     settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
     source: tokio::task::JoinHandle<Result<(), SourceError>>,
     problems: mpsc::Receiver<SlotProblem>,
+    /// Backfill chunks, announced before their low watermark is written.
+    chunks: mpsc::Receiver<ChunkOpen>,
     stop_source: watch::Sender<bool>,
 }
 
@@ -315,6 +386,7 @@ impl Pipeline {
             mut settled,
             mut source,
             mut problems,
+            mut chunks,
             stop_source,
         } = inputs;
         tokio::pin!(shutdown);
@@ -338,7 +410,10 @@ impl Pipeline {
                 }
                 // 3. Settlements move the confirmed position.
                 Some(txns) = settled.recv() => self.settle(&txns),
-                // 4. New input, while the unsettled budget allows.
+                // 4. Backfill chunks, ahead of the stream events: a chunk is sent before its
+                //    low watermark is written, so it is known when the watermark arrives.
+                Some(open) = chunks.recv() => self.windows.register(open),
+                // 5. New input, while the unsettled budget allows.
                 event = events.recv(), if room => match event {
                     Some(event) => self.handle(event).await,
                     // The source task is ending: its result says why.
@@ -427,6 +502,7 @@ impl Pipeline {
                 });
             }
             SourceEvent::Change(change) => {
+                self.windows.observe(&change);
                 let Some(open) = &mut self.open else { return };
                 open.next_index += 1;
                 if open.next_index <= open.seen {
@@ -461,7 +537,16 @@ impl Pipeline {
                     self.advance();
                 }
             }
-            SourceEvent::Message { lsn, .. } => {
+            SourceEvent::Message {
+                lsn,
+                prefix,
+                content,
+            } => {
+                if let Some((kind, id, chunk)) = backfill::parse_watermark(&prefix, &content) {
+                    if let Some(closed) = self.windows.watermark(kind, id, chunk) {
+                        self.dispatch_reads(closed, lsn).await;
+                    }
+                }
                 // A heartbeat (or any message outside a transaction): everything before it has
                 // been handed over.
                 if self.open.is_none() {
@@ -482,7 +567,67 @@ impl Pipeline {
         for txn in txns {
             self.acks.settle(*txn, 1);
         }
+        self.settle_reads();
         self.advance();
+    }
+
+    /// Dispatches a backfill chunk's surviving rows as `read` events at its high watermark
+    /// (`lsn`): after every earlier stream event of their keys, before every later one. They
+    /// are tracked as one transaction ending at `lsn`.
+    async fn dispatch_reads(&mut self, closed: Closed, lsn: Lsn) {
+        let txn = self.acks.begin();
+        let mut routed = Vec::new();
+        for row in &closed.rows {
+            routed.clear();
+            self.mapper.map_read(
+                &ReadRow {
+                    backfill: closed.backfill,
+                    table: &closed.table,
+                    key: &row.key,
+                    row: &row.row,
+                    lsn,
+                    read_at_micros: closed.read_at_micros,
+                },
+                &mut routed,
+            );
+            for routed in &routed {
+                for &subscriber in &routed.subscribers {
+                    if !closed.subscribers.contains(&subscriber) {
+                        continue;
+                    }
+                    self.acks.add(txn, 1);
+                    let job = Job {
+                        event: routed.event.clone(),
+                        txn,
+                    };
+                    if let Some(queue) = self.queues.get(subscriber) {
+                        if queue.send(job).await.is_err() {
+                            self.acks.settle(txn, 1);
+                        }
+                    }
+                }
+            }
+        }
+        self.acks.commit(txn, lsn);
+        tracing::debug!(backfill = closed.backfill, rows = closed.rows.len(), dropped = closed.dropped, %lsn, "backfill chunk dispatched");
+        self.reads.push((txn, closed.settled));
+        self.settle_reads();
+        self.advance();
+    }
+
+    /// Tells the runner about backfill chunks whose events all settled.
+    fn settle_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let acks = &self.acks;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|(txn, _)| acks.is_settled(*txn));
+        self.reads = waiting;
+        for (_, settled) in done {
+            let _ = settled.send(());
+        }
     }
 
     fn advance(&mut self) {

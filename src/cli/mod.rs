@@ -1,6 +1,7 @@
 //! The command line (DESIGN.md "Command line"). Each command loads the validated config and
 //! calls into the library; exit codes: 0 ok, 1 a problem the user must fix, 2 usage error.
 
+mod backfill;
 mod database;
 mod run;
 mod status;
@@ -60,6 +61,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send the rows a table already has, as `read` events, merged safely with the live stream
+    /// (the running `walhook run` does the work).
+    Backfill(backfill::BackfillArgs),
     /// Inspect, replay or discard events that could not be delivered.
     DeadLetters {
         #[command(subcommand)]
@@ -129,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => run::run(config).await,
         Command::DeadLetters { action } => run::dead_letters(&config, action),
         Command::Status { json } => status::status(&config, json).await,
+        Command::Backfill(args) => backfill::backfill(&config, args).await,
     }
 }
 

@@ -83,6 +83,8 @@ pub struct SubscriberConfig {
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub retry: RetryConfig,
+    /// When `walhook run` creates the slot, backfill every table mapped to this subscriber.
+    pub initial_backfill: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,6 +59,7 @@ pub struct RawSubscriber {
     pub batch_size: Option<i64>,
     pub batch_wait: Option<String>,
     pub retry: Option<RawRetry>,
+    pub initial_backfill: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

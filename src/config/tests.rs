@@ -172,7 +172,7 @@ fn every_mistake_is_reported_at_once_with_its_key() {
         "source.lag_warn: must be a size: a whole number with unit B, kB, MB, GB or TB, e.g. `1GB`; got `lots`",
         "source.slot: must be 1 to 63 lower-case letters, digits or `_`, e.g. `walhook`; got `Walhook-Slot`",
         "source.status_interval: must be a duration: a whole number with unit ms, s, m, h or d, e.g. `10s`; got `ten seconds`",
-        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry",
+        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry, initial_backfill",
         "subscribers.billing.url: must be an http or https URL with a host, e.g. `https://billing.internal/hooks/walhook`; got `ftp://billing`",
         "subscribers.billing.secret: must be a Standard Webhooks secret: `whsec_` then base64, e.g. `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`",
         "subscribers.billing.headers.Bad Header: must be an HTTP header name (letters, digits, `-`), e.g. `Authorization`",
@@ -246,6 +246,38 @@ fn retry_bounds_must_make_sense() {
             "subscribers.a.retry.initial: must be more than 0, e.g. `1s`",
         ]
     );
+}
+
+#[test]
+fn an_initial_backfill_needs_a_rule_that_sends_inserts() {
+    let rules = r#"
+        source.url = "postgres://h/db"
+        subscribers.a = { url = "http://x/", initial_backfill = true }
+        subscribers.b = { url = "http://x/", initial_backfill = true }
+        [[events]]
+        type = "t.changed"
+        table = "public.t"
+        operations = ["insert", "update"]
+        subscribers = ["a"]
+        [[events]]
+        type = "t.gone"
+        table = "public.t"
+        operations = ["delete"]
+        subscribers = ["b"]
+        "#;
+    assert_eq!(
+        errors_of(rules),
+        [
+            "subscribers.b.initial_backfill: needs an [[events]] rule with operations including \"insert\" for `b`: a backfill sends rows through those rules, e.g. `operations = [\"insert\", \"update\", \"delete\"]`",
+        ]
+    );
+    let config = parse(
+        &rules.replace("[\"delete\"]", "[\"insert\"]"),
+        Path::new("."),
+        &env,
+    )
+    .unwrap();
+    assert!(config.subscribers.iter().all(|s| s.initial_backfill));
 }
 
 #[test]

@@ -148,7 +148,22 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigErr
         .into_iter()
         .enumerate()
         .map(|(i, event)| validate_event(i, event, &names, &mut errors))
-        .collect();
+        .collect::<Vec<EventRule>>();
+    for subscriber in subscribers.iter().filter(|s| s.initial_backfill) {
+        let sends_inserts = events.iter().any(|rule| {
+            rule.operations.contains(&Operation::Insert)
+                && rule.subscribers.contains(&subscriber.name)
+        });
+        if !sends_inserts {
+            errors.add(
+                format!("subscribers.{}.initial_backfill", subscriber.name),
+                format!(
+                    "needs an [[events]] rule with operations including \"insert\" for `{}`: a backfill sends rows through those rules, e.g. `operations = [\"insert\", \"update\", \"delete\"]`",
+                    subscriber.name
+                ),
+            );
+        }
+    }
 
     if errors.0.is_empty() {
         Ok(Config {
@@ -242,6 +257,7 @@ fn validate_subscriber(name: String, raw: RawSubscriber, errors: &mut Errors) ->
             "batch_size",
             "batch_wait",
             "retry",
+            "initial_backfill",
         ],
     );
     let name_ok = !name.is_empty()
@@ -300,6 +316,7 @@ fn validate_subscriber(name: String, raw: RawSubscriber, errors: &mut Errors) ->
             Duration::from_millis(20),
         ),
         retry,
+        initial_backfill: raw.initial_backfill.unwrap_or(false),
         name,
     }
 }

@@ -6,12 +6,14 @@ use crate::source::{push_json_string, Change, RowImage};
 /// Which columns of the table the body shows (a rule's `columns` projection), as indexes.
 pub type Projection = Option<Vec<usize>>;
 
-/// Writes the body of event `id` of type `event_type` for `change`.
+/// Writes the body of event `id` of type `event_type` for `change`; `operation` is the
+/// change's own, or `read` for a row a backfill sent.
 pub fn write_body(
     out: &mut String,
     id: &str,
     event_type: &str,
     change: &Change,
+    operation: &str,
     projection: &Projection,
 ) {
     let shown = |i: &usize| projection.as_ref().is_none_or(|p| p.contains(i));
@@ -24,7 +26,7 @@ pub fn write_body(
     out.push_str("\",\"data\":{\"table\":");
     push_json_string(&change.table.qualified_name(), out);
     out.push_str(",\"operation\":\"");
-    out.push_str(change.operation.as_str());
+    out.push_str(operation);
     out.push_str("\",\"row\":");
     write_image(out, change, change.row.as_ref(), projection);
     out.push_str(",\"old\":");

@@ -11,4 +11,4 @@ mod tests;
 pub use body::push_rfc3339_micros;
 pub use event::{Event, Routed};
 pub use filter::FilterError;
-pub use rules::Mapper;
+pub use rules::{fnv1a, Mapper, ReadRow};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::config::{Config, TableName};
-use crate::source::{Change, Operation};
+use crate::source::{Change, Lsn, Operation, RowImage, Table};
 
 use super::body::{write_body, Projection};
 use super::filter::{Filter, FilterError};
@@ -68,8 +68,42 @@ impl Mapper {
     /// and operation, `n` counting those rules from 0 in config order: a rule keeps its number
     /// whatever the filters decide, so ids never depend on row values.
     pub fn map(&self, change: &Change, out: &mut Vec<Routed>) {
-        let applicable = self.rules.iter().filter(|r| r.applies_to(change)).count();
         let base = format!("evt_{}_{}", change.commit_lsn.to_hex16(), change.index);
+        self.map_as(change, &base, change.operation.as_str(), out);
+    }
+
+    /// The events a row read by backfill `read.backfill` yields: `operation` is `read`, and the
+    /// rules that apply are those of the row's table whose operations include insert (the
+    /// receiver learns of a row it did not have), with their `when` filter (`old` null) and
+    /// `columns` projection. Ids are `bf_<backfill id>_<16 hex FNV-1a of the key text>`, plus
+    /// `_<n>` as for [`Mapper::map`]: a resumed or repeated chunk gives the same ids.
+    pub fn map_read(&self, read: &ReadRow<'_>, out: &mut Vec<Routed>) {
+        let change = Change {
+            table: read.table.clone(),
+            operation: Operation::Insert,
+            row: Some(read.row.clone()),
+            old: None,
+            unchanged_toast: Vec::new(),
+            commit_lsn: read.lsn,
+            xid: 0,
+            commit_time_micros: read.read_at_micros,
+            index: 0,
+        };
+        let base = format!("bf_{}_{:016x}", read.backfill, fnv1a(read.key.as_bytes()));
+        self.map_as(&change, &base, "read", out);
+    }
+
+    /// Whether some rule maps inserts of `table` to one of `subscribers` (config indexes).
+    pub fn maps_inserts(&self, table: &TableName, subscribers: &[usize]) -> bool {
+        self.rules.iter().any(|r| {
+            r.table == *table
+                && r.operations.contains(&Operation::Insert)
+                && r.subscribers.iter().any(|s| subscribers.contains(s))
+        })
+    }
+
+    fn map_as(&self, change: &Change, base: &str, operation: &str, out: &mut Vec<Routed>) {
+        let applicable = self.rules.iter().filter(|r| r.applies_to(change)).count();
         for (n, rule) in self
             .rules
             .iter()
@@ -89,11 +123,18 @@ impl Mapper {
             let id = if applicable > 1 {
                 format!("{base}_{n}")
             } else {
-                base.clone()
+                base.to_string()
             };
             let projection = projection(change, rule.columns.as_deref());
             let mut body = String::with_capacity(256);
-            write_body(&mut body, &id, &rule.event_type, change, &projection);
+            write_body(
+                &mut body,
+                &id,
+                &rule.event_type,
+                change,
+                operation,
+                &projection,
+            );
             out.push(Routed {
                 event: Arc::new(Event {
                     id,
@@ -109,6 +150,31 @@ impl Mapper {
             });
         }
     }
+}
+
+/// A row a backfill read, to map as a `read` event.
+#[derive(Debug)]
+pub struct ReadRow<'a> {
+    pub backfill: i64,
+    /// The table as the backfill read it (columns in table order, primary key).
+    pub table: &'a Arc<Table>,
+    /// The row's primary key as compact JSON array text.
+    pub key: &'a str,
+    /// Every column, as `to_jsonb` gives it.
+    pub row: &'a RowImage,
+    /// Where the events stand in the stream: the chunk's high watermark.
+    pub lsn: Lsn,
+    pub read_at_micros: i64,
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, unlike the std hasher.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 fn projection(change: &Change, columns: Option<&[String]>) -> Projection {

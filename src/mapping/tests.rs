@@ -201,3 +201,61 @@ fn deletes_key_on_the_old_row_and_truncates_on_the_table() {
     assert!(out[0].event.is_truncate);
     assert_eq!(out[0].event.key, "public.orders");
 }
+
+#[test]
+fn a_backfilled_row_is_a_read_event_through_the_insert_rules() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "order.synced"
+        table = "public.orders"
+        operations = ["insert", "update"]
+        columns = ["id", "status"]
+        subscribers = ["crm"]
+        [[events]]
+        type = "order.paid"
+        table = "public.orders"
+        operations = ["update"]
+        subscribers = ["billing"]
+        [[events]]
+        type = "order.big"
+        table = "public.orders"
+        operations = ["insert"]
+        when = "row.amount > 100.0 && old == null"
+        subscribers = ["billing"]
+        "#,
+    ))
+    .unwrap();
+    let table = orders();
+    let row = image(&[Some("42"), Some("\"paid\""), Some("12.50"), Some("null")]);
+    let mut out = Vec::new();
+    mapper.map_read(
+        &ReadRow {
+            backfill: 7,
+            table: &table,
+            key: "[42]",
+            row: &row,
+            lsn: Lsn(0x16B3748),
+            read_at_micros: 1_795_715_470_574_330,
+        },
+        &mut out,
+    );
+    // Two rules take inserts: both numbered, the filter drops the second (amount 12.50)
+    let hash = format!("{:016x}", fnv1a(b"[42]"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].event.id, format!("bf_7_{hash}_0"));
+    assert_eq!(out[0].event.key, "public.orders:[42]");
+    assert_eq!(
+        out[0].event.body,
+        format!(
+            concat!(
+                r#"{{"id":"bf_7_{}_0","type":"order.synced","timestamp":"2026-11-26T17:51:10.574330Z","#,
+                r#""data":{{"table":"public.orders","operation":"read","row":{{"id":42,"status":"paid"}},"#,
+                r#""old":null,"changed":null,"unchanged_toast":[],"commit_lsn":"0/16B3748","xid":0}}}}"#
+            ),
+            hash
+        )
+    );
+    assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+}

@@ -90,6 +90,18 @@ impl AckTracker {
         }
     }
 
+    /// Whether every delivery added to `txn` so far is settled (a transaction already dropped
+    /// from the settled prefix counts as settled).
+    pub fn is_settled(&self, txn: TxnId) -> bool {
+        let Some(index) = txn.0.checked_sub(self.first) else {
+            return true;
+        };
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .is_none_or(|entry| entry.outstanding == 0)
+    }
+
     /// Drops the settled prefix; returns the new confirmed LSN if it moved forward.
     pub fn advance(&mut self) -> Option<Lsn> {
         let before = self.confirmed;
@@ -145,6 +157,20 @@ mod tests {
         assert_eq!(acks.advance(), Some(Lsn(50)));
         acks.caught_up(Lsn(70));
         assert_eq!(acks.advance(), Some(Lsn(70)));
+    }
+
+    #[test]
+    fn a_transaction_is_settled_once_its_deliveries_are() {
+        let mut acks = AckTracker::new(Lsn(0));
+        let a = acks.begin();
+        acks.add(a, 2);
+        acks.commit(a, Lsn(10));
+        acks.settle(a, 1);
+        assert!(!acks.is_settled(a));
+        acks.settle(a, 1);
+        assert!(acks.is_settled(a));
+        acks.advance();
+        assert!(acks.is_settled(a), "dropped from the prefix");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! Order per key is kept here, not by the caller: see [`Store::due`] and [`Store::must_hold`].
 
 mod ack;
+mod backfills;
 mod dead_letters;
 mod error;
 mod millis;
@@ -18,6 +19,7 @@ mod store;
 mod subscribers;
 
 pub use ack::{AckTracker, TxnId};
+pub use backfills::{Backfill, BackfillStatus, NewBackfill};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 pub use error::StateError;
 pub use millis::UnixMillis;

@@ -13,7 +13,7 @@ use crate::source::Lsn;
 const APPLICATION_ID: i64 = 0x5748_4B53;
 
 /// `MIGRATIONS[i]` brings the schema from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -108,6 +108,30 @@ CREATE TABLE checkpoint (
     id            INTEGER PRIMARY KEY CHECK (id = 0),
     confirmed_lsn INTEGER NOT NULL
 ) STRICT;
+";
+
+/// Version 2: backfill requests (`walhook backfill`) and their progress. `subscribers` and
+/// `last_key` are JSON arrays as text; `last_key` is the primary key of the last row whose
+/// events all settled, so a resumed backfill starts after it.
+const V2: &str = "
+CREATE TABLE backfills (
+    id             INTEGER PRIMARY KEY,
+    table_name     TEXT    NOT NULL,
+    subscribers    TEXT    NOT NULL,
+    where_sql      TEXT,
+    batch_rows     INTEGER NOT NULL CHECK (batch_rows > 0),
+    rate           INTEGER CHECK (rate > 0),
+    status         TEXT    NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    last_key       TEXT,
+    rows_done      INTEGER NOT NULL DEFAULT 0 CHECK (rows_done >= 0),
+    total_estimate INTEGER,
+    created_at     INTEGER NOT NULL,
+    started_at     INTEGER,
+    updated_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    error          TEXT
+) STRICT;
+CREATE INDEX backfills_by_status ON backfills (status, id);
 ";
 
 /// Why an existing file cannot be used.

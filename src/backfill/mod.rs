@@ -1,0 +1,38 @@
+//! Backfills: the rows that already exist, sent as `read` events and merged with the live
+//! stream so that no row is ever left stale (the watermark approach of Netflix's DBLog).
+//!
+//! ```text
+//! runner (in walhook run)                       pipeline (stream order)
+//!   ChunkOpen ──────────────────────────────▶   registers the chunk
+//!   pg_logical_emit_message('low:<id>:<n>')  ─▶ low: collect the keys the table's changes touch
+//!   SELECT .. WHERE (pk) > (last key) ORDER BY pk LIMIT n   (its own short query)
+//!   rows ─────────────────────────────────────▶ (held with the chunk)
+//!   pg_logical_emit_message('high:<id>:<n>') ─▶ high: drop the rows whose key changed in the
+//!                                               window, dispatch the rest as `read` events at
+//!                                               this position, track them in the ack tracker
+//!   save last key and rows done ◀──────────────  every event of the chunk settled
+//! ```
+//!
+//! Why it is exact: a row read between the watermarks is either unchanged in the window (so
+//! the read is its latest state as of the high watermark, and dispatching it there puts it
+//! after every earlier change of its key and before every later one), or it changed in the
+//! window, and then the stream's own event carries a state at least as new: the read is
+//! dropped. The progress saved in the state file only moves past rows whose events settled,
+//! so a crash re-reads them (with the same event ids) instead of skipping them.
+
+/// Rows read per chunk unless `--batch-rows` says otherwise.
+pub const DEFAULT_BATCH_ROWS: u32 = 1000;
+
+mod error;
+mod request;
+mod runner;
+mod table;
+mod window;
+
+pub use error::BackfillError;
+pub use request::{parse_table, plan, record, Request};
+pub use runner::{run as run_backfills, RunnerContext};
+pub use table::{describe, TableShape};
+pub use window::{
+    parse_watermark, ChunkOpen, ChunkRow, ChunkRows, Closed, Watermark, Windows, WATERMARK_PREFIX,
+};

@@ -1,0 +1,293 @@
+//! The runner inside `walhook run`: takes up recorded backfills (polling the state file), reads
+//! each chunk between its watermarks, hands the rows to the pipeline, and saves progress once
+//! the pipeline reports every event of the chunk settled.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::source::{connect_sql, ConnectSpec, Datum, RowImage};
+use crate::state::{Backfill, BackfillStatus, Store, UnixMillis};
+
+use super::table::{describe, TableShape};
+use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, WATERMARK_PREFIX};
+use super::{parse_table, BackfillError};
+
+/// How often the state file is read for new requests.
+const POLL: Duration = Duration::from_secs(1);
+/// A chunk whose watermarks did not arrive in order is read again at most this often.
+const CHUNK_ATTEMPTS: u32 = 3;
+
+/// What the runner needs from `walhook run`.
+pub struct RunnerContext {
+    pub spec: ConnectSpec,
+    pub config: Config,
+    pub store: Arc<Mutex<Store>>,
+    /// To the pipeline, which takes these ahead of stream events.
+    pub chunks: mpsc::Sender<ChunkOpen>,
+}
+
+/// Runs recorded backfills one at a time, oldest first (a `running` one, left by a stopped or
+/// crashed walhook, before any `pending` one), until the pipeline stops. Meant to be aborted
+/// at shutdown: progress is saved only for settled chunks, so stopping anywhere is safe.
+pub async fn run(ctx: RunnerContext) {
+    // Chunk numbers start from the clock, so they differ from any earlier run's.
+    let mut next_chunk = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let active = lock(&ctx.store).active_backfills();
+        let backfill = match active {
+            Ok(active) => match active.into_iter().next() {
+                Some(backfill) => backfill,
+                None => continue,
+            },
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), "cannot read the backfill requests");
+                continue;
+            }
+        };
+        let id = backfill.id;
+        let outcome = run_one(&ctx, &backfill, &mut next_chunk).await;
+        let error = match outcome {
+            Ok(rows) => {
+                info!(backfill = id, table = %backfill.table, rows, "backfill done");
+                None
+            }
+            Err(BackfillError::PipelineClosed) => return,
+            Err(e) if transient(&e) => {
+                warn!(backfill = id, error = %crate::error_chain(&e), "backfill interrupted; resuming from its last settled chunk");
+                continue;
+            }
+            Err(e) => {
+                let text = crate::error_chain(&e);
+                error!(backfill = id, table = %backfill.table, error = %text, "backfill failed");
+                Some(text)
+            }
+        };
+        if let Err(e) = lock(&ctx.store).finish_backfill(id, error.as_deref(), UnixMillis::now()) {
+            warn!(backfill = id, error = %crate::error_chain(&e), "cannot record the backfill's end");
+        }
+    }
+}
+
+/// Connection trouble passes: the backfill is tried again from its saved progress.
+fn transient(e: &BackfillError) -> bool {
+    match e {
+        BackfillError::Connect(_) | BackfillError::State(_) => true,
+        BackfillError::Sql(e) => {
+            e.is_closed()
+                || e.as_db_error().is_some_and(|db| {
+                    let code = db.code().code();
+                    code.starts_with("08") || code.starts_with("57P")
+                })
+        }
+        _ => false,
+    }
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `backfill` to its end; gives the rows read in all.
+async fn run_one(
+    ctx: &RunnerContext,
+    backfill: &Backfill,
+    next_chunk: &mut u64,
+) -> Result<u64, BackfillError> {
+    let id = backfill.id;
+    let table = parse_table(&backfill.table)?;
+    let client = connect_sql(&ctx.spec).await?;
+    // The value format of DESIGN.md: what to_jsonb gives with these settings.
+    client
+        .batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; \
+             SET extra_float_digits = 1",
+        )
+        .await?;
+    let shape = describe(&client, &table).await?;
+    let subscribers = backfill
+        .subscribers
+        .iter()
+        .map(|name| {
+            ctx.config
+                .subscribers
+                .iter()
+                .position(|s| &s.name == name)
+                .ok_or_else(|| BackfillError::UnknownSubscriber(name.clone()))
+        })
+        .collect::<Result<Vec<usize>, _>>()?;
+    lock(&ctx.store).start_backfill(id, UnixMillis::now())?;
+    if backfill.status == BackfillStatus::Pending {
+        info!(backfill = id, table = %table, estimate = ?shape.estimate, "backfill started");
+    } else {
+        info!(backfill = id, table = %table, rows_done = backfill.rows_done, "backfill resumed after its last settled chunk");
+    }
+    let limit = match backfill.rate {
+        Some(rate) => backfill.batch_rows.min(rate),
+        None => backfill.batch_rows,
+    }
+    .max(1);
+    let chunk_sql = Reader {
+        first: shape.chunk_sql(false, backfill.where_sql.as_deref(), limit),
+        after: shape.chunk_sql(true, backfill.where_sql.as_deref(), limit),
+        shape: &shape,
+        client: &client,
+        subscribers: &subscribers,
+        backfill: id,
+    };
+    let mut last_key = backfill.last_key.clone();
+    let mut rows_done = backfill.rows_done;
+    let started = Instant::now();
+    let mut read_here = 0u64;
+    loop {
+        let mut attempts = 0;
+        let (count, key) = loop {
+            attempts += 1;
+            let chunk = *next_chunk;
+            *next_chunk += 1;
+            match chunk_sql
+                .read_chunk(ctx, chunk, last_key.as_deref())
+                .await?
+            {
+                Some(read) => break read,
+                None if attempts < CHUNK_ATTEMPTS => {
+                    warn!(
+                        backfill = id,
+                        chunk, "chunk abandoned by the pipeline; reading it again"
+                    );
+                }
+                None => {
+                    return Err(BackfillError::Watermarks {
+                        backfill: id,
+                        chunk,
+                        attempts,
+                    })
+                }
+            }
+        };
+        read_here += count as u64;
+        if let Some(key) = key {
+            rows_done += count as u64;
+            lock(&ctx.store).save_backfill_progress(id, &key, rows_done, UnixMillis::now())?;
+            last_key = Some(key);
+        }
+        if count < limit as usize {
+            return Ok(rows_done);
+        }
+        if let Some(rate) = backfill.rate {
+            let due = Duration::from_secs_f64(read_here as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Reads chunks of one backfill.
+struct Reader<'a> {
+    first: String,
+    after: String,
+    shape: &'a TableShape,
+    client: &'a tokio_postgres::Client,
+    subscribers: &'a [usize],
+    backfill: i64,
+}
+
+impl Reader<'_> {
+    /// Reads the chunk after `last_key` between its watermarks and waits until its events
+    /// settled; gives how many rows it read and the last one's key, or `None` if the pipeline
+    /// abandoned the chunk.
+    async fn read_chunk(
+        &self,
+        ctx: &RunnerContext,
+        chunk: u64,
+        last_key: Option<&str>,
+    ) -> Result<Option<(usize, Option<String>)>, BackfillError> {
+        let (rows_tx, rows) = oneshot::channel();
+        let (settled, settled_rx) = oneshot::channel();
+        ctx.chunks
+            .send(ChunkOpen {
+                backfill: self.backfill,
+                chunk,
+                table: self.shape.table.clone(),
+                subscribers: self.subscribers.to_vec(),
+                rows,
+                settled,
+            })
+            .await
+            .map_err(|_| BackfillError::PipelineClosed)?;
+        self.watermark("low", chunk).await?;
+        let found = match last_key {
+            Some(key) => self.client.query(&self.after, &[&key]).await?,
+            None => self.client.query(&self.first, &[]).await?,
+        };
+        let read_at_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut rows = Vec::with_capacity(found.len());
+        for row in &found {
+            let key: String = row.get(0);
+            let value: String = row.get(1);
+            rows.push(ChunkRow {
+                key: normalize(&key),
+                row: self.image(&value)?,
+            });
+        }
+        let count = rows.len();
+        let last = rows.last().map(|r| r.key.clone());
+        let _ = rows_tx.send(ChunkRows {
+            rows,
+            read_at_micros,
+        });
+        self.watermark("high", chunk).await?;
+        match settled_rx.await {
+            Ok(()) => Ok(Some((count, last))),
+            Err(_) if ctx.chunks.is_closed() => Err(BackfillError::PipelineClosed),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn watermark(&self, kind: &str, chunk: u64) -> Result<(), BackfillError> {
+        let content = format!("{kind}:{}:{chunk}", self.backfill);
+        self.client
+            .execute(
+                "SELECT pg_logical_emit_message(false, $1::text, $2::text)",
+                &[&WATERMARK_PREFIX, &content],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The `to_jsonb` text of a row as a row image in table order, each value compact.
+    fn image(&self, json: &str) -> Result<RowImage, BackfillError> {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
+            .map_err(|source| BackfillError::BadRow {
+                table: self.shape.table.qualified_name(),
+                source,
+            })?;
+        let mut image = RowImage::default();
+        for column in &self.shape.table.columns {
+            image.datums.push(match object.get(&column.name) {
+                None => Datum::Absent,
+                Some(serde_json::Value::Null) => Datum::Null,
+                Some(value) => {
+                    let start = image.json.len() as u32;
+                    image.json.push_str(&value.to_string());
+                    Datum::Value {
+                        start,
+                        end: image.json.len() as u32,
+                    }
+                }
+            });
+        }
+        Ok(image)
+    }
+}

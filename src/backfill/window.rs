@@ -1,0 +1,353 @@
+//! The pipeline's side of a backfill: the chunks between their low and high watermarks, the
+//! keys the stream changed meanwhile, and the rows that survive at the high watermark. Pure
+//! bookkeeping; the pipeline feeds it in stream order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::source::{Change, Operation, RowImage, Table};
+
+/// The prefix of the watermark messages (`pg_logical_emit_message`), whose content is
+/// `low:<backfill id>:<chunk>` or `high:<backfill id>:<chunk>`.
+pub const WATERMARK_PREFIX: &str = "walhook.backfill";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watermark {
+    Low,
+    High,
+}
+
+/// Reads a watermark message; `None` for any other message.
+pub fn parse_watermark(prefix: &str, content: &[u8]) -> Option<(Watermark, i64, u64)> {
+    if prefix != WATERMARK_PREFIX {
+        return None;
+    }
+    let text = std::str::from_utf8(content).ok()?;
+    let mut parts = text.split(':');
+    let kind = match parts.next()? {
+        "low" => Watermark::Low,
+        "high" => Watermark::High,
+        _ => return None,
+    };
+    let id = parts.next()?.parse().ok()?;
+    let chunk = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((kind, id, chunk))
+}
+
+/// A chunk the runner is about to read, registered before its low watermark is written (so
+/// the pipeline, which takes these before stream events, knows it when the watermark arrives).
+#[derive(Debug)]
+pub struct ChunkOpen {
+    pub backfill: i64,
+    /// Unique per run, so watermarks a crashed run left in the WAL never match.
+    pub chunk: u64,
+    pub table: Arc<Table>,
+    /// Config indexes of the subscribers the backfill is for.
+    pub subscribers: Vec<usize>,
+    /// The rows, sent before the high watermark is written.
+    pub rows: oneshot::Receiver<ChunkRows>,
+    /// Answered once every event of the chunk settled; dropped if the chunk was abandoned.
+    pub settled: oneshot::Sender<()>,
+}
+
+#[derive(Debug, Default)]
+pub struct ChunkRows {
+    pub rows: Vec<ChunkRow>,
+    pub read_at_micros: i64,
+}
+
+#[derive(Debug)]
+pub struct ChunkRow {
+    /// The primary key as compact JSON array text (see [`normalize`]).
+    pub key: String,
+    /// Every column in table order, as `to_jsonb` gives it.
+    pub row: RowImage,
+}
+
+/// A chunk at its high watermark: the rows to dispatch there.
+#[derive(Debug)]
+pub struct Closed {
+    pub backfill: i64,
+    pub table: Arc<Table>,
+    pub subscribers: Vec<usize>,
+    pub rows: Vec<ChunkRow>,
+    /// Rows dropped because the stream changed their key in the window.
+    pub dropped: usize,
+    pub read_at_micros: i64,
+    pub settled: oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Window {
+    open: ChunkOpen,
+    low_seen: bool,
+    changed: HashSet<String>,
+    /// A truncate of the table in the window: every row read is stale.
+    truncated: bool,
+}
+
+/// The registered chunks.
+#[derive(Debug, Default)]
+pub struct Windows {
+    chunks: HashMap<(i64, u64), Window>,
+}
+
+impl Windows {
+    pub fn register(&mut self, open: ChunkOpen) {
+        self.chunks.insert(
+            (open.backfill, open.chunk),
+            Window {
+                open,
+                low_seen: false,
+                changed: HashSet::new(),
+                truncated: false,
+            },
+        );
+    }
+
+    /// A change of the stream: its keys are noted in every open window on its table.
+    pub fn observe(&mut self, change: &Change) {
+        if self.chunks.is_empty() {
+            return;
+        }
+        for window in self.chunks.values_mut().filter(|w| w.low_seen) {
+            let table = &window.open.table;
+            if table.schema != change.table.schema || table.name != change.table.name {
+                continue;
+            }
+            if change.operation == Operation::Truncate {
+                window.truncated = true;
+                continue;
+            }
+            for image in [change.row.as_ref(), change.old.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(key) = change_key(change, image) {
+                    window.changed.insert(key);
+                }
+            }
+        }
+    }
+
+    /// A watermark of the stream. At a high watermark the chunk is done here: the rows that
+    /// survive are returned, or `None` if the chunk is unknown (a watermark of an earlier run)
+    /// or its low watermark or rows never came (the runner then sees `settled` dropped and
+    /// reads the chunk again).
+    pub fn watermark(&mut self, kind: Watermark, backfill: i64, chunk: u64) -> Option<Closed> {
+        match kind {
+            Watermark::Low => {
+                if let Some(window) = self.chunks.get_mut(&(backfill, chunk)) {
+                    window.low_seen = true;
+                }
+                None
+            }
+            Watermark::High => {
+                let mut window = self.chunks.remove(&(backfill, chunk))?;
+                if !window.low_seen {
+                    return None;
+                }
+                let read = window.open.rows.try_recv().ok()?;
+                let before = read.rows.len();
+                let rows: Vec<ChunkRow> = if window.truncated {
+                    Vec::new()
+                } else {
+                    read.rows
+                        .into_iter()
+                        .filter(|r| !window.changed.contains(&r.key))
+                        .collect()
+                };
+                Some(Closed {
+                    backfill,
+                    table: window.open.table,
+                    subscribers: window.open.subscribers,
+                    dropped: before - rows.len(),
+                    rows,
+                    read_at_micros: read.read_at_micros,
+                    settled: window.open.settled,
+                })
+            }
+        }
+    }
+}
+
+/// The primary key of `image` as compact JSON array text, if the image holds every key column.
+fn change_key(change: &Change, image: &RowImage) -> Option<String> {
+    let table = &change.table;
+    let columns: Vec<usize> = if table.primary_key.is_empty() {
+        (0..table.columns.len())
+            .filter(|&i| table.columns[i].is_key)
+            .collect()
+    } else {
+        table.primary_key.clone()
+    };
+    let mut text = String::from("[");
+    for (n, &i) in columns.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(image.get(i)?);
+    }
+    text.push(']');
+    Some(normalize(&text))
+}
+
+/// One text per JSON value, whoever wrote it (Postgres's `jsonb` text has spaces, walhook's
+/// encoding has none): parsed and written back compactly. Numbers keep their digits.
+pub fn normalize(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Datum, Lsn, ReplicaIdentity, TableColumn};
+
+    fn table() -> Arc<Table> {
+        let column = |name: &str| TableColumn {
+            name: name.into(),
+            type_oid: 23,
+            type_modifier: -1,
+            is_key: false,
+        };
+        Arc::new(Table {
+            oid: 1,
+            schema: "public".into(),
+            name: "orders".into(),
+            replica_identity: ReplicaIdentity::Default,
+            primary_key: vec![0],
+            columns: vec![column("id"), column("v")],
+        })
+    }
+
+    fn image(values: &[&str]) -> RowImage {
+        let mut row = RowImage::default();
+        for v in values {
+            let start = row.json.len() as u32;
+            row.json.push_str(v);
+            row.datums.push(Datum::Value {
+                start,
+                end: row.json.len() as u32,
+            });
+        }
+        row
+    }
+
+    fn change(operation: Operation, row: Option<&[&str]>, old: Option<&[&str]>) -> Change {
+        Change {
+            table: table(),
+            operation,
+            row: row.map(image),
+            old: old.map(image),
+            unchanged_toast: Vec::new(),
+            commit_lsn: Lsn(1),
+            xid: 1,
+            commit_time_micros: 0,
+            index: 0,
+        }
+    }
+
+    fn open(
+        windows: &mut Windows,
+        chunk: u64,
+    ) -> (oneshot::Sender<ChunkRows>, oneshot::Receiver<()>) {
+        let (rows_tx, rows) = oneshot::channel();
+        let (settled, settled_rx) = oneshot::channel();
+        windows.register(ChunkOpen {
+            backfill: 7,
+            chunk,
+            table: table(),
+            subscribers: vec![0],
+            rows,
+            settled,
+        });
+        (rows_tx, settled_rx)
+    }
+
+    fn rows(keys: &[i64]) -> ChunkRows {
+        ChunkRows {
+            rows: keys
+                .iter()
+                .map(|k| ChunkRow {
+                    key: normalize(&format!("[ {k} ]")),
+                    row: image(&[&k.to_string(), "0"]),
+                })
+                .collect(),
+            read_at_micros: 5,
+        }
+    }
+
+    #[test]
+    fn watermarks_parse() {
+        assert_eq!(
+            parse_watermark(WATERMARK_PREFIX, b"low:3:17"),
+            Some((Watermark::Low, 3, 17))
+        );
+        assert_eq!(
+            parse_watermark(WATERMARK_PREFIX, b"high:3:17"),
+            Some((Watermark::High, 3, 17))
+        );
+        assert_eq!(parse_watermark("walhook.heartbeat", b"low:3:17"), None);
+        assert_eq!(parse_watermark(WATERMARK_PREFIX, b"low:3"), None);
+        assert_eq!(parse_watermark(WATERMARK_PREFIX, b"low:3:1:2"), None);
+    }
+
+    #[test]
+    fn rows_changed_between_the_watermarks_are_dropped() {
+        // GIVEN chunk 1 registered; a change before its low watermark, then three in the window
+        let mut windows = Windows::default();
+        let (rows_tx, _settled) = open(&mut windows, 1);
+        windows.observe(&change(Operation::Update, Some(&["1", "9"]), None));
+        assert!(windows.watermark(Watermark::Low, 7, 1).is_none());
+        windows.observe(&change(Operation::Update, Some(&["2", "9"]), None));
+        windows.observe(&change(Operation::Delete, None, Some(&["3"])));
+        // a key update: both the old and the new key are stale in the chunk
+        windows.observe(&change(
+            Operation::Update,
+            Some(&["40", "0"]),
+            Some(&["4", "0"]),
+        ));
+        rows_tx.send(rows(&[1, 2, 3, 4, 5])).unwrap();
+        // WHEN the high watermark arrives
+        let closed = windows.watermark(Watermark::High, 7, 1).unwrap();
+        // THEN rows 1 and 5 survive
+        let keys: Vec<&str> = closed.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["[1]", "[5]"]);
+        assert_eq!(closed.dropped, 3);
+        assert_eq!(closed.read_at_micros, 5);
+        // AND the chunk is gone: a repeated high watermark is ignored
+        assert!(windows.watermark(Watermark::High, 7, 1).is_none());
+    }
+
+    #[test]
+    fn a_truncate_in_the_window_drops_every_row_and_unknown_chunks_are_ignored() {
+        let mut windows = Windows::default();
+        let (rows_tx, _settled) = open(&mut windows, 2);
+        windows.watermark(Watermark::Low, 7, 2);
+        windows.observe(&change(Operation::Truncate, None, None));
+        rows_tx.send(rows(&[1, 2])).unwrap();
+        assert!(
+            windows.watermark(Watermark::High, 7, 1).is_none(),
+            "another chunk"
+        );
+        let closed = windows.watermark(Watermark::High, 7, 2).unwrap();
+        assert!(closed.rows.is_empty());
+        assert_eq!(closed.dropped, 2);
+    }
+
+    #[test]
+    fn a_high_watermark_without_its_low_abandons_the_chunk() {
+        let mut windows = Windows::default();
+        let (rows_tx, mut settled) = open(&mut windows, 3);
+        rows_tx.send(rows(&[1])).unwrap();
+        assert!(windows.watermark(Watermark::High, 7, 3).is_none());
+        assert!(matches!(
+            settled.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+    }
+}
