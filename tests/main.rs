@@ -9,6 +9,7 @@ mod cluster;
 mod delivery_http;
 mod e2e;
 mod e2e_more;
+mod faults;
 mod metrics;
 mod operations;
 mod replication;

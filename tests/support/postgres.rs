@@ -199,6 +199,25 @@ impl Cluster {
         self.pg_ctl("restart");
     }
 
+    /// Stops the server (fast shutdown: sessions are cut, the data is kept) until
+    /// [`Self::start_again`].
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    pub fn start_again(&self) {
+        self.pg_ctl("start");
+    }
+
+    /// Stops the server as a crash would (immediate shutdown: no checkpoint, recovery on the
+    /// next start).
+    pub fn crash(&self) {
+        run(as_cluster_owner(self.as_root, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "immediate", "stop"]));
+    }
+
     fn pg_ctl(&self, action: &str) {
         run(as_cluster_owner(self.as_root, &self.bin.join("pg_ctl"))
             .arg("-D")
