@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backfill;
 mod check;
 mod cluster;
 mod delivery_http;
