@@ -27,6 +27,9 @@ use crate::state::{
     UnixMillis,
 };
 
+/// Jobs accepted in one go before the worker sends, stores and looks at completions again.
+const ACCEPT_BURST: usize = 512;
+
 /// Held events fetched from the store at once.
 const RETRY_FETCH: usize = 256;
 /// The retry backlog gauge is recounted from the store this often (in 100 ms ticks), which
@@ -185,7 +188,17 @@ impl Worker {
                 }
                 // 2. New input.
                 job = jobs.recv(), if open => match job {
-                    Some(job) => self.accept(job)?,
+                    Some(job) => {
+                        self.accept(job)?;
+                        // Take what else is waiting, so jobs bound for the store are written in
+                        // one transaction instead of one each.
+                        for _ in 0..ACCEPT_BURST {
+                            match jobs.try_recv() {
+                                Ok(job) => self.accept(job)?,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => {
                         open = false;
                         self.draining = true;
@@ -360,9 +373,19 @@ impl Worker {
                 let error = attempt.error.clone().unwrap_or_default();
                 let (event_type, lsn, id, events) = match &sent {
                     Sent::Live(jobs) => jobs.first().map_or(("", Default::default(), "", 0), |j| {
-                        (j.event.event_type.as_str(), j.event.commit_lsn, j.event.id.as_str(), jobs.len())
+                        (
+                            j.event.event_type.as_str(),
+                            j.event.commit_lsn,
+                            j.event.id.as_str(),
+                            jobs.len(),
+                        )
                     }),
-                    Sent::Held(p) => (p.event.event_type.as_str(), p.event.commit_lsn, p.event.id.as_str(), 1),
+                    Sent::Held(p) => (
+                        p.event.event_type.as_str(),
+                        p.event.commit_lsn,
+                        p.event.id.as_str(),
+                        1,
+                    ),
                 };
                 warn!(
                     subscriber = %self.name(),
