@@ -400,8 +400,27 @@ async fn a_backfill_killed_midway_resumes_where_it_stopped_and_stays_exact() {
     let at_kill = backfill_in(&dir, 1).unwrap();
     assert_eq!(at_kill.status, BackfillStatus::Running);
     assert!(at_kill.rows_done >= before.rows_done && at_kill.rows_done < ROWS as u64);
-    // AND started again
+    // THEN `walhook status` shows it running with the progress saved before the kill
     wait_slot_released(&client, db.name()).await;
+    let (code, stdout, stderr) = cli(&config_file, &["status", "--json"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let shown = &report["backfills"];
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "{report:#}");
+    assert_eq!(shown[0]["id"], 1);
+    assert_eq!(shown[0]["table"], "public.items");
+    assert_eq!(shown[0]["subscribers"], serde_json::json!(["app"]));
+    assert_eq!(shown[0]["status"], "running");
+    assert_eq!(shown[0]["rows_done"], at_kill.rows_done);
+    assert_eq!(shown[0]["total_estimate"], ROWS);
+    let (_, text, _) = cli(&config_file, &["status"]).await;
+    let line = format!(
+        "  1 public.items (app): running, {} / ~{ROWS} rows (",
+        at_kill.rows_done
+    );
+    assert!(text.contains(&format!("backfills\n{line}")), "{text}");
+
+    // WHEN it is started again
     let seen_after = Arc::new(AtomicU64::new(u64::MAX));
     let mut run = spawn_run(&config_file, &dir, 2);
     let lowest = seen_after.clone();

@@ -29,6 +29,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         database,
         slot,
         subscribers: subscribers(config, &state, stored, now),
+        backfills: backfills::read(config),
         state,
     };
     if json {
@@ -54,6 +55,8 @@ struct Report {
     slot: Option<Slot>,
     state: State,
     subscribers: Vec<Subscriber>,
+    /// Backfills pending or running.
+    backfills: Vec<backfills::BackfillReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -301,7 +304,7 @@ fn write_report(out: &mut String, r: &Report) -> fmt::Result {
     for s in &r.subscribers {
         render_subscriber(out, s, r.generated_at)?;
     }
-    Ok(())
+    backfills::render(out, &r.backfills, r.generated_at)
 }
 
 fn render_subscriber(out: &mut String, s: &Subscriber, now: UnixMillis) -> fmt::Result {
@@ -459,5 +462,6 @@ fn opt_lsn<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
+mod backfills;
 #[cfg(test)]
 mod tests;

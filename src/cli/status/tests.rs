@@ -72,6 +72,7 @@ fn report() -> Report {
                 ..subscriber("old")
             },
         ],
+        backfills: Vec::new(),
     }
 }
 
