@@ -17,7 +17,9 @@
 //! the read is its latest state as of the high watermark, and dispatching it there puts it
 //! after every earlier change of its key and before every later one), or it changed in the
 //! window, and then the stream's own event carries a state at least as new: the read is
-//! dropped. The progress saved in the state file only moves past rows whose events settled,
+//! dropped. "Changed in the window" also counts a change the read's snapshot did not see that
+//! the stream delivered shortly before the low watermark (a commit record written before it,
+//! made visible only after the read started): see [`Snapshot`]. The progress saved in the state file only moves past rows whose events settled,
 //! so a crash re-reads them (with the same event ids) instead of skipping them.
 
 /// Rows read per chunk unless `--batch-rows` says otherwise.
@@ -34,5 +36,6 @@ pub use request::{parse_table, plan, record, Request};
 pub use runner::{run as run_backfills, RunnerContext};
 pub use table::{describe, TableShape};
 pub use window::{
-    parse_watermark, ChunkOpen, ChunkRow, ChunkRows, Closed, Watermark, Windows, WATERMARK_PREFIX,
+    parse_watermark, ChunkOpen, ChunkRow, ChunkRows, Closed, Snapshot, Watermark, Windows,
+    WATERMARK_PREFIX,
 };

@@ -13,13 +13,16 @@ use crate::source::{connect_sql, ConnectSpec, Datum, RowImage};
 use crate::state::{Backfill, BackfillStatus, Store, UnixMillis};
 
 use super::table::{describe, TableShape};
-use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, WATERMARK_PREFIX};
+use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, Snapshot, WATERMARK_PREFIX};
 use super::{parse_table, BackfillError};
 
 /// How often the state file is read for new requests.
 const POLL: Duration = Duration::from_secs(1);
 /// A chunk whose watermarks did not arrive in order is read again at most this often.
 const CHUNK_ATTEMPTS: u32 = 3;
+/// Before a backfill's first chunk, the pipeline watches the table this long, so it knows the
+/// keys of transactions that committed just before the first read but were not visible to it.
+const WARM_UP: Duration = Duration::from_millis(500);
 
 /// What the runner needs from `walhook run`.
 pub struct RunnerContext {
@@ -224,11 +227,25 @@ impl Reader<'_> {
             })
             .await
             .map_err(|_| BackfillError::PipelineClosed)?;
+        if last_key.is_none() {
+            tokio::time::sleep(WARM_UP).await;
+        }
         self.watermark("low", chunk).await?;
+        // One short read-only transaction, for the snapshot the rows were read in: a change
+        // this read did not see must not be overwritten by it, wherever the change committed.
+        self.client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let snapshot: String = self
+            .client
+            .query_one("SELECT pg_current_snapshot()::text", &[])
+            .await?
+            .get(0);
         let found = match last_key {
             Some(key) => self.client.query(&self.after, &[&key]).await?,
             None => self.client.query(&self.first, &[]).await?,
         };
+        self.client.batch_execute("COMMIT").await?;
         let read_at_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
@@ -246,6 +263,7 @@ impl Reader<'_> {
         let _ = rows_tx.send(ChunkRows {
             rows,
             read_at_micros,
+            snapshot: Snapshot::parse(&snapshot),
         });
         self.watermark("high", chunk).await?;
         match settled_rx.await {

@@ -2,7 +2,7 @@
 //! keys the stream changed meanwhile, and the rows that survive at the high watermark. Pure
 //! bookkeeping; the pipeline feeds it in stream order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -56,6 +56,47 @@ pub struct ChunkOpen {
 pub struct ChunkRows {
     pub rows: Vec<ChunkRow>,
     pub read_at_micros: i64,
+    /// The snapshot the rows were read in; `None` drops nothing beyond the window.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A Postgres snapshot (`pg_current_snapshot()`): which transactions a read saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub xip: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Parses `xmin:xmax:xip,xip,...`.
+    pub fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        parts
+            .next()
+            .is_none()
+            .then_some(Snapshot { xmin, xmax, xip })
+    }
+
+    /// Whether the changes of committed transaction `xid` (32 bits, as the stream gives it)
+    /// were visible to the read.
+    pub fn sees(&self, xid: u32) -> bool {
+        // Place the 32-bit xid in the epoch of xmax, or the one before.
+        let mut full = (self.xmax & !0xFFFF_FFFF) | u64::from(xid);
+        if full > self.xmax && full >= 1 << 32 {
+            full -= 1 << 32;
+        }
+        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
+    }
 }
 
 #[derive(Debug)]
@@ -83,7 +124,10 @@ pub struct Closed {
 struct Window {
     open: ChunkOpen,
     low_seen: bool,
+    /// Keys the stream changed between the watermarks.
     changed: HashSet<String>,
+    /// Every change of the table since the chunk was registered: (xid, key).
+    seen: Vec<(u32, String)>,
     /// A truncate of the table in the window: every row read is stale.
     truncated: bool,
 }
@@ -92,7 +136,19 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct Windows {
     chunks: HashMap<(i64, u64), Window>,
+    /// Per backfill, its table and the changes of it since its last closed chunk was
+    /// registered: a transaction that committed before a chunk's low watermark may still have
+    /// been invisible to its read (commit record written, commit not yet visible, e.g. while
+    /// it waits for a synchronous standby), so its keys must be known. At most
+    /// [`HISTORY_LIMIT`] entries each; a finished backfill's stays at that.
+    previous: HashMap<i64, (Arc<Table>, History)>,
 }
+
+/// Changes remembered per backfill between its chunks.
+const HISTORY_LIMIT: usize = 20_000;
+
+/// Changes of a table, oldest first: (xid, primary key).
+type History = VecDeque<(u32, String)>;
 
 impl Windows {
     pub fn register(&mut self, open: ChunkOpen) {
@@ -102,6 +158,7 @@ impl Windows {
                 open,
                 low_seen: false,
                 changed: HashSet::new(),
+                seen: Vec::new(),
                 truncated: false,
             },
         );
@@ -109,16 +166,13 @@ impl Windows {
 
     /// A change of the stream: its keys are noted in every open window on its table.
     pub fn observe(&mut self, change: &Change) {
-        if self.chunks.is_empty() {
+        if self.chunks.is_empty() && self.previous.is_empty() {
             return;
         }
-        for window in self.chunks.values_mut().filter(|w| w.low_seen) {
-            let table = &window.open.table;
-            if table.schema != change.table.schema || table.name != change.table.name {
-                continue;
-            }
-            if change.operation == Operation::Truncate {
-                window.truncated = true;
+        let on =
+            |table: &Table| table.schema == change.table.schema && table.name == change.table.name;
+        for (table, history) in self.previous.values_mut() {
+            if !on(table) || change.operation == Operation::Truncate {
                 continue;
             }
             for image in [change.row.as_ref(), change.old.as_ref()]
@@ -126,7 +180,31 @@ impl Windows {
                 .flatten()
             {
                 if let Some(key) = change_key(change, image) {
-                    window.changed.insert(key);
+                    if history.len() >= HISTORY_LIMIT {
+                        history.pop_front();
+                    }
+                    history.push_back((change.xid, key));
+                }
+            }
+        }
+        for window in self.chunks.values_mut() {
+            let table = &window.open.table;
+            if table.schema != change.table.schema || table.name != change.table.name {
+                continue;
+            }
+            if change.operation == Operation::Truncate {
+                window.truncated |= window.low_seen;
+                continue;
+            }
+            for image in [change.row.as_ref(), change.old.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(key) = change_key(change, image) {
+                    if window.low_seen {
+                        window.changed.insert(key.clone());
+                    }
+                    window.seen.push((change.xid, key));
                 }
             }
         }
@@ -146,10 +224,28 @@ impl Windows {
             }
             Watermark::High => {
                 let mut window = self.chunks.remove(&(backfill, chunk))?;
+                let seen: History = std::mem::take(&mut window.seen).into();
+                let earlier = self
+                    .previous
+                    .insert(backfill, (window.open.table.clone(), seen))
+                    .map(|(_, history)| history)
+                    .unwrap_or_default();
                 if !window.low_seen {
                     return None;
                 }
                 let read = window.open.rows.try_recv().ok()?;
+                if let Some(snapshot) = &read.snapshot {
+                    let seen = self
+                        .previous
+                        .get(&backfill)
+                        .into_iter()
+                        .flat_map(|(_, history)| history);
+                    for (xid, key) in earlier.iter().chain(seen) {
+                        if !snapshot.sees(*xid) {
+                            window.changed.insert(key.clone());
+                        }
+                    }
+                }
                 let before = read.rows.len();
                 let rows: Vec<ChunkRow> = if window.truncated {
                     Vec::new()
@@ -278,6 +374,7 @@ mod tests {
                 })
                 .collect(),
             read_at_micros: 5,
+            snapshot: None,
         }
     }
 
@@ -337,6 +434,60 @@ mod tests {
         let closed = windows.watermark(Watermark::High, 7, 2).unwrap();
         assert!(closed.rows.is_empty());
         assert_eq!(closed.dropped, 2);
+    }
+
+    #[test]
+    fn snapshots_parse_and_tell_visible_transactions() {
+        let s = Snapshot::parse("100:105:100,103").unwrap();
+        assert_eq!(s.xip, [100, 103]);
+        assert!(s.sees(99));
+        assert!(!s.sees(100));
+        assert!(s.sees(101));
+        assert!(!s.sees(103));
+        assert!(!s.sees(105));
+        assert_eq!(Snapshot::parse("7:7:").unwrap().xip, Vec::<u64>::new());
+        assert_eq!(Snapshot::parse("7:x:"), None);
+        // epochs: xmax in epoch 1, a 32-bit xid just below the wrap is from epoch 0
+        let s = Snapshot::parse("4294967290:4294967300:").unwrap();
+        assert!(s.sees(4_294_967_295));
+        assert!(s.sees(2), "epoch 1, below xmax");
+        assert!(!s.sees(4), "epoch 1, at xmax");
+    }
+
+    #[test]
+    fn a_change_before_the_low_watermark_the_read_did_not_see_drops_its_row() {
+        // GIVEN a chunk registered; xid 50 commits before the low watermark, but the chunk's
+        // read snapshot does not see it yet (its commit became visible late)
+        let mut windows = Windows::default();
+        let (rows_tx, _settled) = open(&mut windows, 4);
+        let mut late = change(Operation::Update, Some(&["2", "9"]), None);
+        late.xid = 50;
+        windows.observe(&late);
+        let mut seen = change(Operation::Update, Some(&["3", "9"]), None);
+        seen.xid = 40;
+        windows.observe(&seen);
+        windows.watermark(Watermark::Low, 7, 4);
+        let mut read = rows(&[1, 2, 3]);
+        read.snapshot = Snapshot::parse("45:51:50");
+        rows_tx.send(read).unwrap();
+        // WHEN the high watermark arrives
+        let closed = windows.watermark(Watermark::High, 7, 4).unwrap();
+        // THEN row 2 is dropped (the stream's event is newer); row 3's change was seen
+        let keys: Vec<&str> = closed.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["[1]", "[3]"]);
+        // AND the next chunk still knows xid 50's key, and xid 60's, which committed between
+        // the chunks: both may be read before they are visible
+        let mut between = change(Operation::Delete, None, Some(&["6"]));
+        between.xid = 60;
+        windows.observe(&between);
+        let (rows_tx, _settled) = open(&mut windows, 5);
+        windows.watermark(Watermark::Low, 7, 5);
+        let mut read = rows(&[2, 4, 6]);
+        read.snapshot = Snapshot::parse("45:61:50,60");
+        rows_tx.send(read).unwrap();
+        let closed = windows.watermark(Watermark::High, 7, 5).unwrap();
+        let keys: Vec<&str> = closed.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["[4]"]);
     }
 
     #[test]
