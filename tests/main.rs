@@ -5,6 +5,7 @@
 mod support;
 
 mod backfill;
+mod bad_input;
 mod check;
 mod cluster;
 mod delivery_http;

@@ -20,9 +20,9 @@ use crate::support::TestDb;
 pub(crate) struct Rng(u64);
 
 impl Rng {
-    /// From `WALHOOK_FAULT_SEED`, else from the clock; prints the seed.
-    pub(crate) fn from_env(test: &str) -> Rng {
-        let seed = std::env::var("WALHOOK_FAULT_SEED")
+    /// From the environment variable `var` if set, else from the clock; prints the seed.
+    pub(crate) fn from_env(test: &str, var: &str) -> Rng {
+        let seed = std::env::var(var)
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| {
@@ -31,7 +31,7 @@ impl Rng {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(1)
             });
-        println!("{test}: seed {seed} (replay with WALHOOK_FAULT_SEED={seed})");
+        println!("{test}: seed {seed} (replay with {var}={seed})");
         Rng::new(seed)
     }
 
@@ -75,7 +75,10 @@ pub(crate) fn walhook_command(config: &Path, args: &[&str]) -> Command {
         .arg("--config")
         .arg(config)
         .args(args)
-        .env("RUST_LOG", "info,walhook=debug")
+        .env(
+            "RUST_LOG",
+            std::env::var("WALHOOK_TEST_LOG").unwrap_or_else(|_| "info,walhook=debug".into()),
+        )
         .env_remove("WALHOOK_CONFIG");
     command
 }
@@ -132,9 +135,10 @@ impl Process {
         self.child.id()
     }
 
-    /// Everything it printed so far (stdout and stderr, interleaved as read).
+    /// Everything it printed so far (stdout and stderr, interleaved as read), without the
+    /// terminal colour codes of its logs.
     pub(crate) fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        strip_colours(&self.output.lock().unwrap())
     }
 
     /// Panics with its output if it has exited.
@@ -214,6 +218,28 @@ impl Process {
             let _ = reader.join();
         }
     }
+}
+
+/// `text` without ANSI SGR sequences (`ESC [ ... m`).
+fn strip_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\u{1b}') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        match after
+            .strip_prefix('[')
+            .and_then(|a| a.find('m').map(|m| &a[m + 1..]))
+        {
+            Some(tail) => rest = tail,
+            None => {
+                out.push('\u{1b}');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Drop for Process {

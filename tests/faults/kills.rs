@@ -86,7 +86,7 @@ async fn kill_and_restart(plan: Plan) {
     // request and one in batches, a receiver that accepts everything, and a writer committing
     // a mix of single-row inserts, single-row updates, small multi-statement transactions, and
     // large inserts and updates of hundreds to thousands of rows
-    let mut rng = Rng::from_env("sigkill_at_random_moments");
+    let mut rng = Rng::from_env("sigkill_at_random_moments", "WALHOOK_FAULT_SEED");
     let db = TestDb::new().await;
     let (client, oracle) = db_with_items(&db).await;
     let receiver = Receiver::start().await;

@@ -120,7 +120,7 @@ async fn postgres_crashed_and_recovered_loses_nothing() {
 async fn the_replication_connection_killed_by_pg_terminate_backend_loses_nothing() {
     // GIVEN walhook (the binary) streaming, and a writer committing single-row inserts and
     // updates
-    let mut rng = Rng::from_env("pg_terminate_backend");
+    let mut rng = Rng::from_env("pg_terminate_backend", "WALHOOK_FAULT_SEED");
     let db = TestDb::new().await;
     let client = db.client().await;
     let oracle = items_with_oracle(&client, db.name()).await;

@@ -20,6 +20,10 @@ pub(crate) enum RawReply {
     Ok,
     /// Read half of the body, then reset the connection (RST).
     ResetMidBody,
+    /// These bytes as the whole answer, then close.
+    Bytes(Vec<u8>),
+    /// `head`, then `repeat` over and over for as long as the peer reads.
+    Endless { head: Vec<u8>, repeat: Vec<u8> },
 }
 
 impl RawReply {
@@ -27,6 +31,14 @@ impl RawReply {
     fn accepted(&self) -> bool {
         match self {
             RawReply::Ok => true,
+            // A well-formed 2xx status line and a complete head.
+            RawReply::Bytes(bytes) | RawReply::Endless { head: bytes, .. } => {
+                bytes.len() > 12
+                    && bytes.starts_with(b"HTTP/1.1 2")
+                    && bytes[10..12].iter().all(u8::is_ascii_digit)
+                    && bytes[12] == b' '
+                    && bytes.windows(4).any(|w| w == b"\r\n\r\n")
+            }
             RawReply::ResetMidBody => false,
         }
     }
@@ -192,6 +204,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .await;
+        }
+        RawReply::Bytes(bytes) => {
+            let _ = stream.write_all(&bytes).await;
+        }
+        RawReply::Endless { head, repeat } => {
+            if stream.write_all(&head).await.is_ok() {
+                while stream.write_all(&repeat).await.is_ok() {}
+            }
         }
         RawReply::ResetMidBody => unreachable!(),
     }
