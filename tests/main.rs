@@ -12,6 +12,7 @@ mod delivery_http;
 mod e2e;
 mod e2e_more;
 mod faults;
+mod fuzz_decoder;
 mod metrics;
 mod operations;
 mod replication;
