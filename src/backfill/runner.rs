@@ -20,8 +20,9 @@ use super::{parse_table, BackfillError};
 const POLL: Duration = Duration::from_secs(1);
 /// A chunk whose watermarks did not arrive in order is read again at most this often.
 const CHUNK_ATTEMPTS: u32 = 3;
-/// Before a backfill's first chunk, the pipeline watches the table this long, so it knows the
-/// keys of transactions that committed just before the first read but were not visible to it.
+/// Before a backfill's first chunk in a run (a new one or a resumed one), the pipeline watches
+/// the table this long, so it knows the keys of transactions that committed just before the
+/// first read but were not visible to it yet.
 const WARM_UP: Duration = Duration::from_millis(500);
 
 /// What the runner needs from `walhook run`.
@@ -157,7 +158,7 @@ async fn run_one(
             let chunk = *next_chunk;
             *next_chunk += 1;
             match chunk_sql
-                .read_chunk(ctx, chunk, last_key.as_deref())
+                .read_chunk(ctx, chunk, last_key.as_deref(), read_here == 0)
                 .await?
             {
                 Some(read) => break read,
@@ -213,6 +214,7 @@ impl Reader<'_> {
         ctx: &RunnerContext,
         chunk: u64,
         last_key: Option<&str>,
+        warm_up: bool,
     ) -> Result<Option<(usize, Option<String>)>, BackfillError> {
         let (rows_tx, rows) = oneshot::channel();
         let (settled, settled_rx) = oneshot::channel();
@@ -227,7 +229,7 @@ impl Reader<'_> {
             })
             .await
             .map_err(|_| BackfillError::PipelineClosed)?;
-        if last_key.is_none() {
+        if warm_up {
             tokio::time::sleep(WARM_UP).await;
         }
         self.watermark("low", chunk).await?;

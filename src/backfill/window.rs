@@ -101,7 +101,7 @@ impl Snapshot {
 
 #[derive(Debug)]
 pub struct ChunkRow {
-    /// The primary key as compact JSON array text (see [`normalize`]).
+    /// The primary key as compact JSON array text (`normalize`d).
     pub key: String,
     /// Every column in table order, as `to_jsonb` gives it.
     pub row: RowImage,
