@@ -134,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         acks: AckTracker::new(slot_confirmed),
         queues,
         open: None,
+        skipping: false,
         last_commit: Lsn(0),
         routed: Vec::new(),
         max_unsettled: config.source.max_unsettled,
@@ -348,6 +349,8 @@ struct Pipeline {
     acks: AckTracker,
     queues: Vec<mpsc::Sender<Job>>,
     open: Option<Open>,
+    /// Reading a transaction re-sent after a reconnect that was handed out whole before.
+    skipping: bool,
     /// The last transaction fully read: a reconnect re-reads from the slot's confirmed
     /// position, and what came before this must not be handed out twice.
     last_commit: Lsn,
@@ -483,6 +486,7 @@ impl Pipeline {
     async fn handle(&mut self, event: SourceEvent) {
         match event {
             SourceEvent::Begin { commit_lsn, .. } => {
+                self.skipping = false;
                 if let Some(open) = &mut self.open {
                     if open.commit_lsn == commit_lsn {
                         // Re-sent after a reconnect: skip what was already handed out.
@@ -491,7 +495,10 @@ impl Pipeline {
                     }
                 }
                 if commit_lsn <= self.last_commit {
-                    self.open = None;
+                    // Re-sent after a reconnect and handed out whole before: skipped. A
+                    // transaction the lost connection left open stays open: it comes again
+                    // after this one, and only its changes not yet handed out go on.
+                    self.skipping = true;
                     return;
                 }
                 self.open = Some(Open {
@@ -503,6 +510,9 @@ impl Pipeline {
             }
             SourceEvent::Change(change) => {
                 self.windows.observe(&change);
+                if self.skipping {
+                    return;
+                }
                 let Some(open) = &mut self.open else { return };
                 open.next_index += 1;
                 if open.next_index <= open.seen {
@@ -531,6 +541,9 @@ impl Pipeline {
                 commit_lsn,
                 end_lsn,
             } => {
+                if std::mem::take(&mut self.skipping) {
+                    return;
+                }
                 if let Some(open) = self.open.take() {
                     self.acks.commit(open.txn, end_lsn);
                     self.last_commit = commit_lsn;
