@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use walhook::source::Lsn;
 
 pub(crate) use super::oracle::{
-    check, deliveries, events_in, row_of, wait_all, Checked, Delivery, Expected, Oracle,
+    check, deliveries, events_in, only_redeliveries, row_of, wait_all, Checked, Delivery, Expected,
+    Oracle,
 };
 use crate::support::TestDb;
 

@@ -51,8 +51,8 @@ impl Plan {
         Plan {
             kills,
             life_ms: (30, 4000),
-            large_rows: (1000, 20_000),
-            large_per_mille: 3,
+            large_rows: (1000, 10_000),
+            large_per_mille: 1,
             pause_ms: (4, 12),
         }
     }

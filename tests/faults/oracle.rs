@@ -308,3 +308,34 @@ pub(crate) async fn wait_all(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The event ids walhook logged a failed delivery attempt for (`delivery failed ...
+/// event_id="..."` in its output): the events it may legitimately have sent again.
+pub(crate) fn failed_ids(output: &str) -> HashSet<String> {
+    output
+        .lines()
+        .filter(|l| l.contains("delivery failed"))
+        .filter_map(|l| {
+            let rest = &l[l.find("event_id=")? + "event_id=".len()..];
+            let rest = rest.trim_start_matches('"');
+            let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+            Some(rest[..end].to_string())
+        })
+        .collect()
+}
+
+/// Panics if an event was accepted more than once without walhook having logged a failed
+/// attempt for it first (say, a timeout while the receiver was slow to answer 200): every
+/// duplicate must be a re-delivery.
+pub(crate) fn only_redeliveries(what: &str, checked: &Checked, output: &str) {
+    let failed = failed_ids(output);
+    let unexplained: Vec<&String> = checked
+        .duplicates
+        .keys()
+        .filter(|id| !failed.contains(*id))
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "{what}: accepted more than once with no failed attempt logged: {unexplained:?}"
+    );
+}
