@@ -127,7 +127,8 @@ struct Window {
     /// Keys the stream changed between the watermarks.
     changed: HashSet<String>,
     /// Every change of the table since the chunk was registered: (xid, key).
-    seen: Vec<(u32, String)>,
+    /// At most [`HISTORY_LIMIT`], the latest kept.
+    seen: History,
     /// A truncate of the table in the window: every row read is stale.
     truncated: bool,
 }
@@ -152,16 +153,19 @@ type History = VecDeque<(u32, String)>;
 
 impl Windows {
     pub fn register(&mut self, open: ChunkOpen) {
+        let backfill = open.backfill;
         self.chunks.insert(
             (open.backfill, open.chunk),
             Window {
                 open,
                 low_seen: false,
                 changed: HashSet::new(),
-                seen: Vec::new(),
+                seen: History::new(),
                 truncated: false,
             },
         );
+        // Backfills run one at a time: another's history is of no more use.
+        self.previous.retain(|&b, _| b == backfill);
     }
 
     /// A change of the stream: its keys are noted in every open window on its table.
@@ -169,6 +173,8 @@ impl Windows {
         if self.chunks.is_empty() && self.previous.is_empty() {
             return;
         }
+        // A chunk the runner gave up (its read failed) never gets its high watermark.
+        self.chunks.retain(|_, w| !w.open.settled.is_closed());
         let on =
             |table: &Table| table.schema == change.table.schema && table.name == change.table.name;
         for (table, history) in self.previous.values_mut() {
@@ -204,7 +210,10 @@ impl Windows {
                     if window.low_seen {
                         window.changed.insert(key.clone());
                     }
-                    window.seen.push((change.xid, key));
+                    if window.seen.len() >= HISTORY_LIMIT {
+                        window.seen.pop_front();
+                    }
+                    window.seen.push_back((change.xid, key));
                 }
             }
         }
@@ -224,7 +233,7 @@ impl Windows {
             }
             Watermark::High => {
                 let mut window = self.chunks.remove(&(backfill, chunk))?;
-                let seen: History = std::mem::take(&mut window.seen).into();
+                let seen = std::mem::take(&mut window.seen);
                 let earlier = self
                     .previous
                     .insert(backfill, (window.open.table.clone(), seen))
@@ -488,6 +497,16 @@ mod tests {
         let closed = windows.watermark(Watermark::High, 7, 5).unwrap();
         let keys: Vec<&str> = closed.rows.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["[4]"]);
+    }
+
+    #[test]
+    fn a_chunk_the_runner_gave_up_is_forgotten() {
+        let mut windows = Windows::default();
+        let (rows_tx, settled) = open(&mut windows, 6);
+        windows.watermark(Watermark::Low, 7, 6);
+        drop((rows_tx, settled));
+        windows.observe(&change(Operation::Update, Some(&["1", "9"]), None));
+        assert!(windows.chunks.is_empty());
     }
 
     #[test]
