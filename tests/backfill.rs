@@ -394,7 +394,11 @@ async fn a_backfill_killed_midway_resumes_where_it_stopped_and_stays_exact() {
     );
 
     // WHEN walhook is killed (SIGKILL) once a quarter of the rows are done
+    let recorded = std::time::Instant::now();
     let before = wait_backfill(&dir, |b| b.rows_done >= 5_000).await;
+    // (throttled: the 10th chunk of 500 rows cannot start before 4,500 / 4,000 s after the
+    // runner took the request up, just after it was recorded)
+    assert!(recorded.elapsed() >= Duration::from_millis(1_000));
     run.kill().unwrap();
     run.wait().unwrap();
     let at_kill = backfill_in(&dir, 1).unwrap();
