@@ -8,7 +8,7 @@ use crate::state::{DeadLetterFilter as Filter, Store, UnixMillis};
 use super::{DeadLetterAction, DeadLetterFilter};
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    match crate::app::run(config, shutdown_signal()).await {
+    match crate::app::run(config, shutdown_signal()?).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {}", crate::error_chain(&e));
@@ -17,20 +17,19 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, not when the future is first
+/// polled (once start-up is done): a signal during start-up must not kill walhook on the spot
+/// but stop it as soon as it runs.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
+    })
 }
 
 pub fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result<ExitCode> {
