@@ -50,8 +50,8 @@ impl Plan {
             .unwrap_or(100);
         Plan {
             kills,
-            life_ms: (30, 4000),
-            large_rows: (1000, 10_000),
+            life_ms: (30, 5000),
+            large_rows: (500, 5000),
             large_per_mille: 1,
             pause_ms: (4, 12),
         }
@@ -379,4 +379,34 @@ async fn sigkill_while_events_wait_in_the_retry_store_loses_nothing() {
         found.events,
         found.duplicates.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_start_up_still_stops_cleanly() {
+    // GIVEN walhook starting: its endpoints are up, the database is still being prepared
+    let db = TestDb::new().await;
+    let (client, oracle) = db_with_items(&db).await;
+    oracle.drop(&client).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = fresh_dir(db.name());
+    let config = write_config(
+        &dir,
+        &format!(
+            "{}[api]\nlisten = \"127.0.0.1:{port}\"\n[subscribers.s]\nurl = \"http://127.0.0.1:9/\"\n\
+             [[events]]\ntype = \"item.changed\"\ntable = \"public.items\"\nsubscribers = [\"s\"]\n",
+            source_section(&db.url(), db.name())
+        ),
+    );
+    let walhook = Process::run(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !walhook.output().contains("serving /metrics") {
+        assert!(Instant::now() < deadline, "{}", walhook.output());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // WHEN it gets SIGTERM THEN it exits 0, as a SIGTERM at any later moment makes it do
+    walhook.stop().await;
 }
