@@ -25,7 +25,9 @@
 # Needs: cargo, python3, curl, and the Postgres server binaries incl. pgbench and
 # pg_recvlogical (PG_BIN, else `pg_config --bindir`, else /usr/lib/postgresql/*/bin).
 # Environment: BENCH_QUICK=1 (as --quick), KEEP=1 keeps the temp dir (logs, configs),
-# BENCH_TIMEOUT=<s> caps each wait for deliveries (default 900, quick 180).
+# BENCH_TIMEOUT=<s> caps each wait for deliveries (default 900, quick 180), BENCH_ROUNDS=<n>
+# sets the throughput rounds (default 3), BENCH_REVISION names what was measured when the
+# tree is a snapshot without .git.
 
 set -euo pipefail
 
@@ -504,7 +506,7 @@ LOAD_AVG_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cat <<EOF
 
-walhook benchmark: walhook $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "(no git)"), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $("$PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) /PostgreSQL /'), fsync=off, $([[ -n "$QUICK" ]] && echo "QUICK (sizes / 10)" || echo "full size"), load average at the start $LOAD_AVG_START, at the end $LOAD_AVG_END
+walhook benchmark: walhook ${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "(revision unknown)")}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $("$PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) /PostgreSQL /'), fsync=off, $([[ -n "$QUICK" ]] && echo "QUICK (sizes / 10)" || echo "full size"), load average at the start $LOAD_AVG_START, at the end $LOAD_AVG_END
 backlog: $BACKLOG changes ($SINGLE_TXNS single-row transactions + one of $BIG_TXN_ROWS rows), $(awk -v b="$WAL_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }') MiB of WAL
 
 | figure | measured | vs baseline | target (DESIGN.md) | met |
