@@ -1,0 +1,257 @@
+//! The one wiring place: builds the source, mapping, subscriber workers, state and ack
+//! tracker from a validated config, owns the channels between them, and runs until shutdown.
+//!
+//! ```text
+//! source task ──SourceEvent──▶ pipeline (mapping, ack tracker) ──Job──▶ worker per subscriber
+//!      ▲                            ▲                                        │
+//!      └──── confirmed LSN (watch) ─┴──────────── settled (TxnIds) ◀─────────┘
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiError};
+use crate::backfill::{self, ChunkOpen, Closed, Windows};
+use crate::config::Config;
+use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
+use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
+use crate::source::provision::{self, ProvisionError, Target};
+use crate::source::slot_guard::{self, LagWarning, SlotProblem};
+use crate::source::{
+    connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
+    SpecError,
+};
+use crate::state::{AckTracker, StateError, Store, TxnId, UnixMillis};
+use crate::telemetry::{Health, CONFIRMED_LSN};
+
+mod pipeline;
+mod tasks;
+
+use pipeline::{Inputs, Pipeline};
+use tasks::{guard_slot, run_source};
+
+/// Jobs a worker's queue holds before the pipeline waits for it.
+const WORKER_QUEUE: usize = 1024;
+/// Source events buffered between the replication connection and the pipeline.
+const SOURCE_QUEUE: usize = 1024;
+/// Backfill chunks registered ahead of their watermarks.
+const CHUNK_QUEUE: usize = 4;
+/// The checkpoint in the state file is written at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Why `walhook run` stopped with an error. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("source.url is not a usable connection string")]
+    Url(#[from] SpecError),
+    #[error("cannot connect to Postgres")]
+    Connect(#[from] ConnectError),
+    #[error("cannot create the publication or slot; run `walhook check` to see what is missing")]
+    Provision(#[from] ProvisionError),
+    #[error("cannot open the state store")]
+    State(#[from] StateError),
+    #[error("a `when` filter does not compile")]
+    Filter(#[from] FilterError),
+    #[error("replication stopped")]
+    Source(#[from] SourceError),
+    #[error("delivery stopped")]
+    Worker(#[from] WorkerError),
+    #[error("cannot start the [api] endpoints")]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Slot(#[from] SlotProblem),
+    #[error("cannot read the slot's position")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+/// Streams and delivers until `shutdown` resolves, then drains: requests in flight finish,
+/// queued events are stored, the final confirmed LSN is sent, and the stream ends cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let spec: ConnectSpec = config.source.url.expose().parse()?;
+    let health = Arc::new(Health::default());
+    // Up first, so `/health` answers and `/ready` says why not while the database is prepared.
+    // Dropped on an early return, which stops it as well.
+    let api = match &config.api {
+        Some(api) => Some(api::start(api, health.clone(), config.source.status_interval).await?),
+        None => None,
+    };
+    let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
+    let slot_confirmed = prepare_database(&config, &spec, &store).await?;
+    let mapper = Mapper::new(&config)?;
+
+    let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+    let client = build_client();
+    let mut workers = JoinSet::new();
+    let mut queues = Vec::new();
+    for subscriber in &config.subscribers {
+        delivery::announce(subscriber);
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        let worker = Worker::new(
+            subscriber.clone(),
+            WorkerContext {
+                client: client.clone(),
+                store: store.clone(),
+                settled: settled_tx.clone(),
+            },
+        )?;
+        workers.spawn(worker.run(rx));
+        queues.push(tx);
+    }
+    drop(settled_tx);
+
+    let (confirmed_tx, confirmed_rx) = watch::channel(slot_confirmed);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+    let spec_for_guard = spec.clone();
+    let spec_for_backfill = spec.clone();
+    let settings = SourceSettings {
+        spec,
+        slot: config.source.slot.clone(),
+        publication: config.source.publication.clone(),
+        status_interval: config.source.status_interval,
+        health,
+    };
+    let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
+    let (problem_tx, problems) = mpsc::channel(1);
+    let guard = tokio::spawn(guard_slot(
+        spec_for_guard,
+        config.source.slot.clone(),
+        config.source.heartbeat_interval,
+        config.source.lag_warn_bytes,
+        problem_tx,
+    ));
+    let (chunks_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
+    let backfills = tokio::spawn(backfill::run_backfills(backfill::RunnerContext {
+        spec: spec_for_backfill,
+        config: config.clone(),
+        store: store.clone(),
+        chunks: chunks_tx,
+    }));
+    info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
+
+    let mut pipeline = Pipeline {
+        mapper,
+        acks: AckTracker::new(slot_confirmed),
+        queues,
+        open: None,
+        skipping: false,
+        last_commit: Lsn(0),
+        routed: Vec::new(),
+        max_unsettled: config.source.max_unsettled,
+        store,
+        confirmed_tx,
+        checkpointed: Instant::now(),
+        slot: config.source.slot.clone(),
+        windows: Windows::default(),
+        reads: Vec::new(),
+    };
+    let outcome = pipeline
+        .run(
+            Inputs {
+                events: events_rx,
+                settled: settled_rx,
+                source,
+                problems,
+                chunks,
+                stop_source: stop_tx,
+            },
+            &mut workers,
+            shutdown,
+        )
+        .await;
+    guard.abort();
+    backfills.abort();
+    if let Err(e) = &outcome {
+        error!(error = %crate::error_chain(e), "walhook stopped");
+    }
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    outcome
+}
+
+/// Creates the publication and slot if missing; returns the slot's confirmed position. When it
+/// creates the slot, it records the initial backfills (`initial_backfill = true`).
+async fn prepare_database(
+    config: &Config,
+    spec: &ConnectSpec,
+    store: &Mutex<Store>,
+) -> Result<Lsn, AppError> {
+    let client = connect_sql(spec).await?;
+    let tables = config.tables();
+    let target = Target {
+        slot: &config.source.slot,
+        publication: &config.source.publication,
+        tables: &tables,
+    };
+    let statements = provision::plan(&client, &target).await?;
+    for statement in &statements {
+        info!(sql = %statement, "setting up");
+    }
+    provision::apply(&client, &statements).await?;
+    if statements
+        .iter()
+        .any(|s| s.contains("pg_create_logical_replication_slot"))
+    {
+        record_initial_backfills(config, &client, store).await;
+    }
+    if let Some(problem) = slot_guard::slot_health(&client, &config.source.slot)
+        .await?
+        .problem(&config.source.slot)
+    {
+        return Err(problem.into());
+    }
+    let row = client
+        .query_one(
+            "SELECT COALESCE(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.source.slot],
+        )
+        .await?;
+    let text: String = row.get(0);
+    Ok(text.parse().unwrap_or_default())
+}
+
+/// Records a backfill of every table mapped (with inserts) to each subscriber that asks for
+/// an initial backfill. A table that cannot be backfilled (no primary key) is logged and
+/// skipped: the stream itself is unaffected.
+async fn record_initial_backfills(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    store: &Mutex<Store>,
+) {
+    for subscriber in config.subscribers.iter().filter(|s| s.initial_backfill) {
+        for table in config.tables() {
+            let request = backfill::Request {
+                table: table.to_string(),
+                subscribers: vec![subscriber.name.clone()],
+                where_sql: None,
+                batch_rows: backfill::DEFAULT_BATCH_ROWS,
+                rate: None,
+            };
+            let recorded = match backfill::plan(config, client, &request).await {
+                Ok(new) => {
+                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    store
+                        .request_backfill(&new, UnixMillis::now())
+                        .map_err(backfill::BackfillError::from)
+                }
+                Err(backfill::BackfillError::NotMapped { .. }) => continue,
+                Err(e) => Err(e),
+            };
+            match recorded {
+                Ok(id) => {
+                    info!(backfill = id, subscriber = %subscriber.name, %table, "initial backfill recorded")
+                }
+                Err(e) => {
+                    error!(subscriber = %subscriber.name, %table, error = %crate::error_chain(&e), "cannot record the initial backfill")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The pipeline: source events in stream order become jobs for the subscribers' workers;
+//! settlements move the confirmed LSN.
+
+use super::*;
+
+/// The transaction being read: its id in the tracker and how many changes were handed out
+/// (a reconnect re-sends the transaction from its Begin; those are skipped).
+pub(super) struct Open {
+    pub(super) commit_lsn: Lsn,
+    pub(super) txn: TxnId,
+    pub(super) seen: u32,
+    pub(super) next_index: u32,
+}
+
+pub(super) struct Pipeline {
+    pub(super) mapper: Mapper,
+    pub(super) acks: AckTracker,
+    pub(super) queues: Vec<mpsc::Sender<Job>>,
+    pub(super) open: Option<Open>,
+    /// Reading a transaction re-sent after a reconnect that was handed out whole before.
+    pub(super) skipping: bool,
+    /// The last transaction fully read: a reconnect re-reads from the slot's confirmed
+    /// position, and what came before this must not be handed out twice.
+    pub(super) last_commit: Lsn,
+    pub(super) routed: Vec<Routed>,
+    pub(super) max_unsettled: usize,
+    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) confirmed_tx: watch::Sender<Lsn>,
+    pub(super) checkpointed: Instant,
+    pub(super) slot: String,
+    /// Backfill chunks between their watermarks.
+    pub(super) windows: Windows,
+    /// Backfill chunks dispatched: the runner hears once their events settled.
+    pub(super) reads: Vec<(TxnId, oneshot::Sender<()>)>,
+}
+
+/// What the pipeline listens to, besides the workers.
+pub(super) struct Inputs {
+    pub(super) events: mpsc::Receiver<SourceEvent>,
+    pub(super) settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
+    pub(super) source: tokio::task::JoinHandle<Result<(), SourceError>>,
+    pub(super) problems: mpsc::Receiver<SlotProblem>,
+    /// Backfill chunks, announced before their low watermark is written.
+    pub(super) chunks: mpsc::Receiver<ChunkOpen>,
+    pub(super) stop_source: watch::Sender<bool>,
+}
+
+impl Pipeline {
+    pub(super) async fn run(
+        &mut self,
+        inputs: Inputs,
+        workers: &mut JoinSet<Result<(), WorkerError>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let Inputs {
+            mut events,
+            mut settled,
+            mut source,
+            mut problems,
+            mut chunks,
+            stop_source,
+        } = inputs;
+        tokio::pin!(shutdown);
+        let failure: Option<AppError> = loop {
+            let room = self.acks.unsettled() < self.max_unsettled;
+            tokio::select! {
+                biased;
+                // 1. Shutdown: stop reading and drain.
+                _ = &mut shutdown => {
+                    info!("shutting down: finishing requests in flight, storing the rest");
+                    break None;
+                }
+                // 2. Fatal errors from the source or a worker.
+                done = &mut source => break Some(self.source_ended(done)),
+                Some(problem) = problems.recv() => break Some(problem.into()),
+                Some(done) = workers.join_next() => {
+                    break Some(match done {
+                        Ok(Err(e)) => e.into(),
+                        _ => SourceError::PipelineClosed.into(),
+                    });
+                }
+                // 3. Settlements move the confirmed position.
+                Some(txns) = settled.recv() => self.settle(&txns),
+                // 4. Backfill chunks, ahead of the stream events: a chunk is sent before its
+                //    low watermark is written, so it is known when the watermark arrives.
+                Some(open) = chunks.recv() => self.windows.register(open),
+                // 5. New input, while the unsettled budget allows.
+                event = events.recv(), if room => match event {
+                    Some(event) => self.handle(event).await,
+                    // The source task is ending: its result says why.
+                    None => break Some(self.source_ended((&mut source).await)),
+                },
+            }
+        };
+        // Drain: close the workers' queues; they finish or store what they hold and report it.
+        self.queues.clear();
+        let mut worker_error = None;
+        loop {
+            tokio::select! {
+                Some(txns) = settled.recv() => self.settle(&txns),
+                done = workers.join_next() => match done {
+                    Some(Ok(Err(e))) => worker_error = Some(e),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        while let Ok(txns) = settled.try_recv() {
+            self.settle(&txns);
+        }
+        self.checkpoint(true);
+        let _ = stop_source.send(true);
+        let source_result = if source.is_finished() && failure.is_some() {
+            Ok(())
+        } else {
+            // Keep taking what the source still hands over until it has sent its final status
+            // and stopped, so it never meets a closed pipeline. Those events are dropped: they
+            // are not confirmed, so the next start reads them again.
+            loop {
+                tokio::select! {
+                    done = &mut source => break done.unwrap_or(Ok(())),
+                    Some(_) = events.recv() => {}
+                }
+            }
+        };
+        info!(confirmed = %self.acks.confirmed(), "stopped");
+        match (failure, worker_error) {
+            (Some(e), _) => Err(e),
+            (None, Some(e)) => Err(e.into()),
+            (None, None) => source_result.map_err(AppError::from),
+        }
+    }
+
+    /// Why the source task ended early, in the operator's terms.
+    fn source_ended(
+        &self,
+        done: Result<Result<(), SourceError>, tokio::task::JoinError>,
+    ) -> AppError {
+        match done {
+            Ok(Ok(())) => SourceError::PipelineClosed.into(),
+            Ok(Err(e)) => match slot_guard::explain(&self.slot, &e) {
+                Some(problem) => problem.into(),
+                None => e.into(),
+            },
+            Err(e) => SourceError::Replication(crate::source::ReplicationError::Protocol {
+                addr: String::new(),
+                what: format!("a crashed source task ({e})"),
+                source: None,
+            })
+            .into(),
+        }
+    }
+
+    async fn handle(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Begin { commit_lsn, .. } => {
+                self.skipping = false;
+                if let Some(open) = &mut self.open {
+                    if open.commit_lsn == commit_lsn {
+                        // Re-sent after a reconnect: skip what was already handed out.
+                        open.next_index = 0;
+                        return;
+                    }
+                }
+                if commit_lsn <= self.last_commit {
+                    // Re-sent after a reconnect and handed out whole before: skipped. A
+                    // transaction the lost connection left open stays open: it comes again
+                    // after this one, and only its changes not yet handed out go on.
+                    self.skipping = true;
+                    return;
+                }
+                self.open = Some(Open {
+                    commit_lsn,
+                    txn: self.acks.begin(),
+                    seen: 0,
+                    next_index: 0,
+                });
+            }
+            SourceEvent::Change(change) => {
+                self.windows.observe(&change);
+                if self.skipping {
+                    return;
+                }
+                let Some(open) = &mut self.open else { return };
+                open.next_index += 1;
+                if open.next_index <= open.seen {
+                    return;
+                }
+                open.seen = open.next_index;
+                let txn = open.txn;
+                self.routed.clear();
+                self.mapper.map(&change, &mut self.routed);
+                for routed in std::mem::take(&mut self.routed) {
+                    for &subscriber in &routed.subscribers {
+                        self.acks.add(txn, 1);
+                        let job = Job {
+                            event: routed.event.clone(),
+                            txn,
+                        };
+                        if let Some(queue) = self.queues.get(subscriber) {
+                            if queue.send(job).await.is_err() {
+                                self.acks.settle(txn, 1);
+                            }
+                        }
+                    }
+                }
+            }
+            SourceEvent::Commit {
+                commit_lsn,
+                end_lsn,
+            } => {
+                if std::mem::take(&mut self.skipping) {
+                    return;
+                }
+                if let Some(open) = self.open.take() {
+                    self.acks.commit(open.txn, end_lsn);
+                    self.last_commit = commit_lsn;
+                    self.advance();
+                }
+            }
+            SourceEvent::Message {
+                lsn,
+                prefix,
+                content,
+            } => {
+                if let Some((kind, id, chunk)) = backfill::parse_watermark(&prefix, &content) {
+                    if let Some(closed) = self.windows.watermark(kind, id, chunk) {
+                        self.dispatch_reads(closed, lsn).await;
+                    }
+                }
+                // A heartbeat (or any message outside a transaction): everything before it has
+                // been handed over.
+                if self.open.is_none() {
+                    self.acks.caught_up(lsn);
+                    self.advance();
+                }
+            }
+            SourceEvent::CaughtUp { wal_end } => {
+                if self.open.is_none() {
+                    self.acks.caught_up(wal_end);
+                    self.advance();
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, txns: &[TxnId]) {
+        for txn in txns {
+            self.acks.settle(*txn, 1);
+        }
+        self.settle_reads();
+        self.advance();
+    }
+
+    /// Dispatches a backfill chunk's surviving rows as `read` events at its high watermark
+    /// (`lsn`): after every earlier stream event of their keys, before every later one. They
+    /// are tracked as one transaction ending at `lsn`.
+    async fn dispatch_reads(&mut self, closed: Closed, lsn: Lsn) {
+        let txn = self.acks.begin();
+        let mut routed = Vec::new();
+        for row in &closed.rows {
+            routed.clear();
+            self.mapper.map_read(
+                &ReadRow {
+                    backfill: closed.backfill,
+                    table: &closed.table,
+                    key: &row.key,
+                    row: &row.row,
+                    lsn,
+                    read_at_micros: closed.read_at_micros,
+                },
+                &mut routed,
+            );
+            for routed in &routed {
+                for &subscriber in &routed.subscribers {
+                    if !closed.subscribers.contains(&subscriber) {
+                        continue;
+                    }
+                    self.acks.add(txn, 1);
+                    let job = Job {
+                        event: routed.event.clone(),
+                        txn,
+                    };
+                    if let Some(queue) = self.queues.get(subscriber) {
+                        if queue.send(job).await.is_err() {
+                            self.acks.settle(txn, 1);
+                        }
+                    }
+                }
+            }
+        }
+        self.acks.commit(txn, lsn);
+        tracing::debug!(backfill = closed.backfill, rows = closed.rows.len(), dropped = closed.dropped, %lsn, "backfill chunk dispatched");
+        self.reads.push((txn, closed.settled));
+        self.settle_reads();
+        self.advance();
+    }
+
+    /// Tells the runner about backfill chunks whose events all settled.
+    fn settle_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let acks = &self.acks;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|(txn, _)| acks.is_settled(*txn));
+        self.reads = waiting;
+        for (_, settled) in done {
+            let _ = settled.send(());
+        }
+    }
+
+    fn advance(&mut self) {
+        if let Some(lsn) = self.acks.advance() {
+            metrics::gauge!(CONFIRMED_LSN).set(lsn.0 as f64);
+            self.confirmed_tx.send_replace(lsn);
+            self.checkpoint(false);
+        }
+    }
+
+    /// Records the confirmed LSN in the state file (for `walhook status`), at most once a
+    /// second unless `now`.
+    fn checkpoint(&mut self, now: bool) {
+        if !now && self.checkpointed.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        self.checkpointed = Instant::now();
+        let lsn = self.acks.confirmed();
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = store.save_confirmed(lsn) {
+            warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
+        }
+    }
+}
