@@ -234,15 +234,18 @@ pub fn parse(
     if !errors.is_empty() {
         return Err(ParseError::Invalid(errors));
     }
-    let raw: raw::RawConfig = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
-        // A value of the wrong type. The expanded document has no positions, but expansion
-        // only changes the text inside strings, never a value's type: the file as written
-        // has the same error, and reading it again says where (line, column, the key).
-        match toml::from_str::<raw::RawConfig>(text) {
-            Err(spanned) => ParseError::Syntax(spanned.to_string()),
-            Ok(_) => ParseError::Syntax(e.message().to_string()),
-        }
-    })?;
+    let raw: raw::RawConfig =
+        toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                // A value of the wrong type. The expanded document has no positions, but expansion
+                // only changes the text inside strings, never a value's type: the file as written
+                // has the same error, and reading it again says where (line, column, the key).
+                match toml::from_str::<raw::RawConfig>(text) {
+                    Err(spanned) => ParseError::Syntax(spanned.to_string()),
+                    Ok(_) => ParseError::Syntax(e.message().to_string()),
+                }
+            })?;
     validate::validate(raw, base_dir).map_err(ParseError::Invalid)
 }
 
