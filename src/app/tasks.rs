@@ -78,9 +78,10 @@ pub(super) async fn guard_slot(
                     return;
                 }
                 if let Some(lag) = health.lag_bytes {
-                    let lag = lag.max(0) as u64;
                     metrics::gauge!(crate::telemetry::SLOT_LAG_BYTES).set(lag as f64);
-                    lag_warning.check(&slot, lag);
+                }
+                if let Some(retained) = health.retained_bytes.or(health.lag_bytes) {
+                    lag_warning.check(&slot, retained);
                 }
             }
             Err(e) => warn!(error = %crate::error_chain(&e), "cannot read the slot's health"),

@@ -70,34 +70,24 @@ pub struct SlotHealth {
     pub exists: bool,
     /// `lost` once invalidated (Postgres 13+; `None` before).
     pub wal_status: Option<String>,
-    /// `pg_current_wal_lsn() - confirmed_flush_lsn`.
-    pub lag_bytes: Option<i64>,
+    /// WAL written since `confirmed_flush_lsn`: what walhook has yet to confirm.
+    pub lag_bytes: Option<u64>,
+    /// WAL Postgres keeps on disk for the slot (from `restart_lsn`): what `lag_warn` bounds.
+    pub retained_bytes: Option<u64>,
 }
 
-/// Reads the slot's health.
+/// Reads the slot's health (through [`super::slot_info::read`], which works on every
+/// supported Postgres version).
 pub async fn slot_health(
     client: &tokio_postgres::Client,
     slot: &str,
 ) -> Result<SlotHealth, tokio_postgres::Error> {
-    let row = client
-        .query_opt(
-            "SELECT wal_status::text, \
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?;
-    Ok(match row {
-        None => SlotHealth {
-            exists: false,
-            wal_status: None,
-            lag_bytes: None,
-        },
-        Some(row) => SlotHealth {
-            exists: true,
-            wal_status: row.get(0),
-            lag_bytes: row.get(1),
-        },
+    let reading = super::slot_info::read(client, slot).await?;
+    Ok(SlotHealth {
+        exists: reading.slot.is_some(),
+        wal_status: reading.slot.as_ref().and_then(|s| s.wal_status.clone()),
+        lag_bytes: reading.confirmed_lag_bytes(),
+        retained_bytes: reading.retained_bytes(),
     })
 }
 
