@@ -422,6 +422,54 @@ latency_run() { # name batch_size concurrency: sets LAT (p50 p99 max ms) LAT_EVE
     stop_walhook
     sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
 }
+# The same writer with Postgres alone: pg_recvlogical (test_decoding, which prints each commit's
+# timestamp) into a reader that notes when each COMMIT line arrives. What this shows of a tail
+# is the machine's and Postgres's, not walhook's.
+cat >"$TMP/commit_latency.py" <<'PY'
+import datetime, re, sys, time
+commit = re.compile(r"^COMMIT \d+ \(at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)\+00\)")
+latencies = []
+for line in open(sys.argv[1]):
+    now = time.time()
+    m = commit.match(line)
+    if m:
+        text = m.group(1) + ("" if "." in m.group(1) else ".0")
+        at = datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc)
+        latencies.append((now - at.timestamp()) * 1000)
+latencies.sort()
+pick = lambda q: latencies[min(len(latencies) - 1, max(0, int(q * len(latencies) + 0.999999) - 1))]
+if latencies:
+    print(f"{pick(0.5):.1f} {pick(0.99):.1f} {latencies[-1]:.1f} {len(latencies)}")
+else:
+    print("? ? ? 0")
+PY
+say "Latency baseline: $LAT_RATE tx/s for ${LAT_SECONDS}s, pg_recvlogical (test_decoding) alone"
+sql "SELECT pg_create_logical_replication_slot('latency_base', 'test_decoding')" >/dev/null
+mkfifo "$TMP/commits.fifo"
+PGTZ=UTC python3 "$TMP/commit_latency.py" "$TMP/commits.fifo" >"$TMP/latency_base.out" &
+reader=$!
+PIDS+=("$reader")
+PGTZ=UTC "$PG_BIN/pg_recvlogical" -d "$DSN" --slot latency_base --start -o include-timestamp=1 \
+    -F 0 -f "$TMP/commits.fifo" 2>"$TMP/latency_base.log" &
+recvlogical=$!
+PIDS+=("$recvlogical")
+for _ in $(seq 100); do
+    [[ "$(sql "SELECT active FROM pg_replication_slots WHERE slot_name = 'latency_base'")" == t ]] && break
+    sleep 0.1
+done
+"$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -f "$TMP/latency.sql" \
+    --rate "$LAT_RATE" -T "$LAT_SECONDS" -c 4 -j 2 "$DB" >"$TMP/latency_base.pgbench" 2>&1 \
+    || { show_log "$TMP/latency_base.pgbench"; die "pgbench failed"; }
+sleep 2
+kill -INT "$recvlogical" 2>/dev/null || true
+wait "$recvlogical" 2>/dev/null || true
+forget_pid "$recvlogical"
+wait "$reader" || true
+forget_pid "$reader"
+read -r -a LAT0 <"$TMP/latency_base.out" || LAT0=("?" "?" "?" 0)
+sql "SELECT pg_drop_replication_slot('latency_base')" >/dev/null
+echo "    p50 ${LAT0[0]} ms, p99 ${LAT0[1]} ms, max ${LAT0[2]} ms; ${LAT0[3]} commits" >&2
+
 say "Latency: $LAT_RATE tx/s for ${LAT_SECONDS}s, batch_size = 1 (concurrency 16)"
 latency_run lat_b1 1 16
 LAT1=("${LAT[@]}" "$LAT_EVENTS" "$LAT_TPS" "$LAT_RSS" "${LAT_NOISE[@]}")
@@ -514,6 +562,7 @@ backlog: $BACKLOG changes ($SINGLE_TXNS single-row transactions + one of $BIG_TX
 | baseline: pg_recvlogical reads the backlog | $(secs "$BASE_NS") s, $BASE_RATE changes/s (median of $ROUNDS runs: $(list_secs "${base_ns[@]}") s; walsender CPU $(cpu_s "$BASE_WS") s) | 1.00 | | |
 | walhook, batch_size 100, concurrency 16: backlog delivered | $(secs "${B100[0]}") s, $(rate "${B100[5]}" "${B100[0]}") events/s, ${B100[5]} events$(timed "${B100[6]}") (runs: $(list_secs "${b100_ns[@]}") s; per-round ratios $(round_ratios "${b100_ns[@]}"); CPU: walhook $(cpu_s "${B100[2]}") s, walsender $(cpu_s "${B100[3]}") s, receiver $(cpu_s "${B100[4]}") s) | $R100 | ≥ 0.90 | $(met "$R100" 0.9 ">=") |
 | walhook, batch_size 1, concurrency 64: backlog delivered | $(secs "${B1[0]}") s, $(rate "${B1[5]}" "${B1[0]}") events/s, ${B1[5]} events$(timed "${B1[6]}") (runs: $(list_secs "${b1_ns[@]}") s; CPU: walhook $(cpu_s "${B1[2]}") s, walsender $(cpu_s "${B1[3]}") s, receiver $(cpu_s "${B1[4]}") s) | $R1 | none | |
+| latency baseline: the same writer, pg_recvlogical (test_decoding) alone: commit → receipt p50 / p99 / max | ${LAT0[0]} / ${LAT0[1]} / ${LAT0[2]} ms (${LAT0[3]} commits) | | | |
 | latency, $LAT_RATE tx/s for $LAT_SECONDS s, batch_size 1: commit → receipt p50 / p99 / max | ${LAT1[0]} / ${LAT1[1]} / ${LAT1[2]} ms (${LAT1[3]} events, pgbench $(printf '%.0f' "${LAT1[4]:-0}") tx/s; machine noise: a 1 ms sleep overslept by p99 ${LAT1[6]} / max ${LAT1[7]} ms) | | p99 ≤ 25 ms | $(met "${LAT1[1]}" 25 "<=") |
 | latency, same, batch_size 100 (batch_wait 20 ms): p50 / p99 / max | ${LAT100[0]} / ${LAT100[1]} / ${LAT100[2]} ms (${LAT100[3]} events, pgbench $(printf '%.0f' "${LAT100[4]:-0}") tx/s; 1 ms sleep overslept by p99 ${LAT100[6]} / max ${LAT100[7]} ms) | | none | |
 | peak RSS, backlog with batch_size 100 / batch_size 1 | $(mib "${B100[1]}") / $(mib "${B1[1]}") MiB | | none | |
