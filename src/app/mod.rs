@@ -27,7 +27,7 @@ use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{AckTracker, StateError, Store, TxnId, UnixMillis};
+use crate::state::{with_store, AckTracker, StateError, Store, TxnId, UnixMillis};
 use crate::telemetry::{Health, CONFIRMED_LSN};
 
 mod pipeline;
@@ -235,12 +235,8 @@ async fn record_initial_backfills(
                 rate: None,
             };
             let recorded = match backfill::plan(config, client, &request).await {
-                Ok(new) => {
-                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                    store
-                        .request_backfill(&new, UnixMillis::now())
-                        .map_err(backfill::BackfillError::from)
-                }
+                Ok(new) => with_store(store, |s| s.request_backfill(&new, UnixMillis::now()))
+                    .map_err(backfill::BackfillError::from),
                 Err(backfill::BackfillError::NotMapped { .. }) => continue,
                 Err(e) => Err(e),
             };

@@ -327,8 +327,7 @@ impl Pipeline {
         }
         self.checkpointed = Instant::now();
         let lsn = self.acks.confirmed();
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = store.save_confirmed(lsn) {
+        if let Err(e) = with_store(&self.store, |s| s.save_confirmed(lsn)) {
             warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
         }
     }

@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::source::{connect_sql, ConnectSpec, Datum, RowImage};
-use crate::state::{Backfill, BackfillStatus, Store, UnixMillis};
+use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
 
 use super::table::{describe, TableShape};
 use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, Snapshot, WATERMARK_PREFIX};
@@ -46,7 +46,7 @@ pub async fn run(ctx: RunnerContext) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let active = lock(&ctx.store).active_backfills();
+        let active = with_store(&ctx.store, |s| s.active_backfills());
         let backfill = match active {
             Ok(active) => match active.into_iter().next() {
                 Some(backfill) => backfill,
@@ -75,7 +75,9 @@ pub async fn run(ctx: RunnerContext) {
                 Some(text)
             }
         };
-        if let Err(e) = lock(&ctx.store).finish_backfill(id, error.as_deref(), UnixMillis::now()) {
+        if let Err(e) = with_store(&ctx.store, |s| {
+            s.finish_backfill(id, error.as_deref(), UnixMillis::now())
+        }) {
             warn!(backfill = id, error = %crate::error_chain(&e), "cannot record the backfill's end");
         }
     }
@@ -94,10 +96,6 @@ fn transient(e: &BackfillError) -> bool {
         }
         _ => false,
     }
-}
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `backfill` to its end; gives the rows read in all.
@@ -128,7 +126,7 @@ async fn run_one(
                 .ok_or_else(|| BackfillError::UnknownSubscriber(name.clone()))
         })
         .collect::<Result<Vec<usize>, _>>()?;
-    lock(&ctx.store).start_backfill(id, UnixMillis::now())?;
+    with_store(&ctx.store, |s| s.start_backfill(id, UnixMillis::now()))?;
     if backfill.status == BackfillStatus::Pending {
         info!(backfill = id, table = %table, estimate = ?shape.estimate, "backfill started");
     } else {
@@ -180,7 +178,9 @@ async fn run_one(
         read_here += count as u64;
         if let Some(key) = key {
             rows_done += count as u64;
-            lock(&ctx.store).save_backfill_progress(id, &key, rows_done, UnixMillis::now())?;
+            with_store(&ctx.store, |s| {
+                s.save_backfill_progress(id, &key, rows_done, UnixMillis::now())
+            })?;
             last_key = Some(key);
         }
         if count < limit as usize {

@@ -30,6 +30,10 @@ use crate::state::{
 /// Jobs accepted in one go before the worker sends, stores and looks at completions again.
 const ACCEPT_BURST: usize = 512;
 
+/// A delivery is recorded in the store (for `walhook status`) at most this often: each
+/// record is a durable commit.
+const SUCCESS_RECORD_EVERY: Duration = Duration::from_secs(1);
+
 /// Held events fetched from the store at once.
 const RETRY_FETCH: usize = 256;
 /// The retry backlog gauge is recounted from the store this often (in 100 ms ticks), which
@@ -111,6 +115,9 @@ pub struct Worker {
     paused: Option<String>,
     /// The job channel closed: nothing more is sent live, queued jobs go to the store.
     draining: bool,
+    /// The latest delivery not yet recorded in the store, and when a delivery last was.
+    unrecorded_success: Option<UnixMillis>,
+    success_recorded: Option<Instant>,
     meters: Meters,
 }
 
@@ -143,6 +150,8 @@ impl Worker {
             down: false,
             paused: None,
             draining: false,
+            unrecorded_success: None,
+            success_recorded: None,
             meters,
         };
         // A pause is lifted by a restart: the operator restarting walhook is the signal that
@@ -168,6 +177,7 @@ impl Worker {
             self.launch(!open);
             self.flush()?;
             if !open && self.in_flight.is_empty() {
+                self.record_success(true)?;
                 return Ok(());
             }
             let batch_deadline = self.partial_batch_deadline();
@@ -218,6 +228,7 @@ impl Worker {
                     if ticks % BACKLOG_RECOUNT_TICKS == 0 {
                         self.recount_backlog()?;
                     }
+                    self.record_success(false)?;
                     self.retry_due(true)?;
                 }
             }
@@ -366,8 +377,8 @@ impl Worker {
         match attempt.verdict {
             Verdict::Delivered => {
                 self.down = false;
-                let name = self.config.name.clone();
-                self.with_store(|s| s.record_success(&name, now))?;
+                self.unrecorded_success = Some(now);
+                self.record_success(false)?;
             }
             _ => {
                 let error = attempt.error.clone().unwrap_or_default();
@@ -711,6 +722,24 @@ impl Worker {
         Ok(())
     }
 
+    /// Writes the latest delivery to the store if one is unrecorded and the last write is
+    /// `SUCCESS_RECORD_EVERY` old (or `now`).
+    fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
+        let Some(at) = self.unrecorded_success else {
+            return Ok(());
+        };
+        let due = self
+            .success_recorded
+            .is_none_or(|written| written.elapsed() >= SUCCESS_RECORD_EVERY);
+        if now || due {
+            let name = self.config.name.clone();
+            self.with_store(|s| s.record_success(&name, at))?;
+            self.unrecorded_success = None;
+            self.success_recorded = Some(Instant::now());
+        }
+        Ok(())
+    }
+
     /// Sets the retry backlog gauge from a count of what the store holds. The count reads
     /// every held event, so it runs at start and once a minute, not per change.
     fn recount_backlog(&mut self) -> Result<(), WorkerError> {
@@ -724,12 +753,7 @@ impl Worker {
         &self,
         work: impl FnOnce(&mut Store) -> Result<T, StateError>,
     ) -> Result<T, WorkerError> {
-        let mut store = self
-            .ctx
-            .store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut store).map_err(|e| self.error(e))
+        crate::state::with_store(&self.ctx.store, work).map_err(|e| self.error(e))
     }
 
     fn error(&self, source: StateError) -> WorkerError {

@@ -15,6 +15,7 @@ mod error;
 mod millis;
 mod pending;
 mod schema;
+mod shared;
 mod store;
 mod subscribers;
 
@@ -24,6 +25,7 @@ pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 pub use error::StateError;
 pub use millis::UnixMillis;
 pub use pending::{Failure, PendingEvent, PendingInsert, Retry};
+pub use shared::with_store;
 pub use store::Store;
 pub use subscribers::{LastError, SubscriberStatus};
 
