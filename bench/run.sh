@@ -3,6 +3,7 @@
 #
 #     bash bench/run.sh            # the full run (about 15 minutes on 2 cores)
 #     bash bench/run.sh --quick    # every size 10x smaller, to try the script out (BENCH_QUICK=1 too)
+#     bash bench/run.sh --latency  # only 3, the latency rows (about 3 minutes; 3 s each with --quick)
 #
 # Builds walhook and the benchmark receiver (examples/bench_receiver.rs) in release, starts a
 # temporary Postgres cluster, and measures in one run:
@@ -33,11 +34,13 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QUICK="${BENCH_QUICK:-}"
+LATENCY_ONLY=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
+        --latency) LATENCY_ONLY=1 ;;
         -h | --help) sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench: unknown argument '$arg' (use --quick)" >&2; exit 2 ;;
+        *) echo "bench: unknown argument '$arg' (use --quick, --latency)" >&2; exit 2 ;;
     esac
 done
 
@@ -288,6 +291,7 @@ cpu_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { if (t == "") print "?"; else p
 # ---------------------------------------------------------------------------------------
 # 1 + 2. The backlog: slots first, then the changes
 # ---------------------------------------------------------------------------------------
+if [[ -z "$LATENCY_ONLY" ]]; then
 # Each round reads the whole backlog three times: pg_recvlogical, walhook with batch_size 100,
 # walhook with batch_size 1 and concurrency 64, each from its own slot created before the
 # backlog. Rounds interleave so that other load on the machine falls on all three alike; the
@@ -391,6 +395,7 @@ B100=("${b100_ns[$m]}" "$(max_of "${b100_rss[@]}")" "${b100_cpu[$m]}" "${b100_ws
 m="$(median_index "${b1_ns[@]}")"
 B1=("${b1_ns[$m]}" "$(max_of "${b1_rss[@]}")" "${b1_cpu[$m]}" "${b1_ws[$m]}" "${b1_recv[$m]}" "${b1_events[$m]}" "$(printf '%s' "${b1_timed[@]}")" "$(max_of "${b1_rc[@]}")")
 
+fi # not LATENCY_ONLY
 # ---------------------------------------------------------------------------------------
 # 3. Latency at a steady 2,000 transactions/s
 # ---------------------------------------------------------------------------------------
@@ -482,6 +487,7 @@ echo "    p50 ${LAT[0]} ms, p99 ${LAT[1]} ms, max ${LAT[2]} ms; $LAT_EVENTS even
 # ---------------------------------------------------------------------------------------
 # 4. Memory: one large transaction; the receiver down
 # ---------------------------------------------------------------------------------------
+if [[ -z "$LATENCY_ONLY" ]]; then
 say "Memory: one transaction of $MEM_ROWS rows, batch_size = 100"
 WALHOOK_LOG="$TMP/bigtx.log"
 start_walhook bigtx wh_bigtx "$RECEIVER_URL" 100 16
@@ -535,12 +541,30 @@ stop_walhook
 RECEIVER_URL="$RECEIVER_URL_SAVED"
 echo "    $DRAIN_EVENTS events in $(secs "$DRAIN_NS")s${DRAIN_TIMED_OUT:+ (TIMED OUT)}; peak RSS $(mib "$DRAIN_RSS") MiB" >&2
 
+fi # not LATENCY_ONLY
 # ---------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------
 met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "?" || v == "") { print "?"; exit }
     ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0); print ok ? "yes" : "**no**" }'; }
 ratio() { awk -v b="$BASE_NS" -v n="$1" 'BEGIN { printf "%.2f", b / n }'; }
+LOAD_AVG_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+HEADER="walhook benchmark: walhook ${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "(revision unknown)")}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $("$PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) /PostgreSQL /'), fsync=off, $([[ -n "$QUICK" ]] && echo "QUICK (sizes / 10)" || echo "full size"), load average at the start $LOAD_AVG_START, at the end $LOAD_AVG_END"
+LATENCY_ROWS="| latency baseline: the same writer, pg_recvlogical (test_decoding) alone: commit → receipt p50 / p99 / max | ${LAT0[0]} / ${LAT0[1]} / ${LAT0[2]} ms (${LAT0[3]} commits) | | | |
+| latency, $LAT_RATE tx/s for $LAT_SECONDS s, batch_size 1: commit → receipt p50 / p99 / max | ${LAT1[0]} / ${LAT1[1]} / ${LAT1[2]} ms (${LAT1[3]} events, pgbench $(printf '%.0f' "${LAT1[4]:-0}") tx/s; machine noise: a 1 ms sleep overslept by p99 ${LAT1[6]} / max ${LAT1[7]} ms) | | p99 ≤ 25 ms | $(met "${LAT1[1]}" 25 "<=") |
+| latency, same, batch_size 100 (batch_wait 20 ms): p50 / p99 / max | ${LAT100[0]} / ${LAT100[1]} / ${LAT100[2]} ms (${LAT100[3]} events, pgbench $(printf '%.0f' "${LAT100[4]:-0}") tx/s; 1 ms sleep overslept by p99 ${LAT100[6]} / max ${LAT100[7]} ms) | | none | |"
+if [[ -n "$LATENCY_ONLY" ]]; then
+    cat <<EOF
+
+$HEADER (--latency: the latency rows only)
+
+| figure | measured | vs baseline | target (DESIGN.md) | met |
+| --- | --- | --- | --- | --- |
+$LATENCY_ROWS
+
+EOF
+    exit 0
+fi
 BASE_RATE="$(rate "$BACKLOG" "$BASE_NS")"
 R100="$(ratio "${B100[0]}")"
 R1="$(ratio "${B1[0]}")"
@@ -550,11 +574,10 @@ round_ratios() { # walhook run times: each round's baseline / walhook
     echo "$out"
 }
 timed() { [[ -n "$1" ]] && echo " (timed out)" || true; }
-LOAD_AVG_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cat <<EOF
 
-walhook benchmark: walhook ${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "(revision unknown)")}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $("$PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) /PostgreSQL /'), fsync=off, $([[ -n "$QUICK" ]] && echo "QUICK (sizes / 10)" || echo "full size"), load average at the start $LOAD_AVG_START, at the end $LOAD_AVG_END
+$HEADER
 backlog: $BACKLOG changes ($SINGLE_TXNS single-row transactions + one of $BIG_TXN_ROWS rows), $(awk -v b="$WAL_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }') MiB of WAL
 
 | figure | measured | vs baseline | target (DESIGN.md) | met |
@@ -562,9 +585,7 @@ backlog: $BACKLOG changes ($SINGLE_TXNS single-row transactions + one of $BIG_TX
 | baseline: pg_recvlogical reads the backlog | $(secs "$BASE_NS") s, $BASE_RATE changes/s (median of $ROUNDS runs: $(list_secs "${base_ns[@]}") s; walsender CPU $(cpu_s "$BASE_WS") s) | 1.00 | | |
 | walhook, batch_size 100, concurrency 16: backlog delivered | $(secs "${B100[0]}") s, $(rate "${B100[5]}" "${B100[0]}") events/s, ${B100[5]} events$(timed "${B100[6]}") (runs: $(list_secs "${b100_ns[@]}") s; per-round ratios $(round_ratios "${b100_ns[@]}"); CPU: walhook $(cpu_s "${B100[2]}") s, walsender $(cpu_s "${B100[3]}") s, receiver $(cpu_s "${B100[4]}") s) | $R100 | ≥ 0.90 | $(met "$R100" 0.9 ">=") |
 | walhook, batch_size 1, concurrency 64: backlog delivered | $(secs "${B1[0]}") s, $(rate "${B1[5]}" "${B1[0]}") events/s, ${B1[5]} events$(timed "${B1[6]}") (runs: $(list_secs "${b1_ns[@]}") s; CPU: walhook $(cpu_s "${B1[2]}") s, walsender $(cpu_s "${B1[3]}") s, receiver $(cpu_s "${B1[4]}") s) | $R1 | none | |
-| latency baseline: the same writer, pg_recvlogical (test_decoding) alone: commit → receipt p50 / p99 / max | ${LAT0[0]} / ${LAT0[1]} / ${LAT0[2]} ms (${LAT0[3]} commits) | | | |
-| latency, $LAT_RATE tx/s for $LAT_SECONDS s, batch_size 1: commit → receipt p50 / p99 / max | ${LAT1[0]} / ${LAT1[1]} / ${LAT1[2]} ms (${LAT1[3]} events, pgbench $(printf '%.0f' "${LAT1[4]:-0}") tx/s; machine noise: a 1 ms sleep overslept by p99 ${LAT1[6]} / max ${LAT1[7]} ms) | | p99 ≤ 25 ms | $(met "${LAT1[1]}" 25 "<=") |
-| latency, same, batch_size 100 (batch_wait 20 ms): p50 / p99 / max | ${LAT100[0]} / ${LAT100[1]} / ${LAT100[2]} ms (${LAT100[3]} events, pgbench $(printf '%.0f' "${LAT100[4]:-0}") tx/s; 1 ms sleep overslept by p99 ${LAT100[6]} / max ${LAT100[7]} ms) | | none | |
+$LATENCY_ROWS
 | peak RSS, backlog with batch_size 100 / batch_size 1 | $(mib "${B100[1]}") / $(mib "${B1[1]}") MiB | | none | |
 | peak RSS, one $MEM_ROWS-row transaction (batch_size 100) | $(mib "$BIG_RSS") MiB (delivered in $(secs "$BIG_NS") s from the start of the transaction, $BIG_EVENTS events$(timed "$BIG_TIMED_OUT")) | | ≤ 64 MiB | $(met "$(mib "$BIG_RSS")" 64 "<=") |
 | peak RSS, receiver down while $MEM_ROWS events are committed | $(mib "$DOWN_RSS") MiB (slot confirmed past them after $(secs "$DOWN_NS") s$([[ -z "$DOWN_DONE" ]] && echo ": NOT reached"); $DOWN_HELD held in the state file) | | ≤ 64 MiB | $(met "$(mib "$DOWN_RSS")" 64 "<=") |
