@@ -4,6 +4,8 @@
 mod body;
 mod event;
 mod filter;
+mod id;
+mod names;
 mod rules;
 #[cfg(test)]
 mod tests;

@@ -1,20 +1,25 @@
 //! The compiled `[[events]]` rules: a change in, zero or more routed events out.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::warn;
 
 use crate::config::{Config, TableName};
-use crate::source::{Change, Lsn, Operation, RowImage, Table};
+use crate::source::{push_json_string, Change, Lsn, Operation, RowImage, Table};
 
-use super::body::{write_body, Projection};
+use super::body::{body, Projection};
 use super::filter::{Filter, FilterError};
+use super::id::IdBase;
+use super::names::NameCache;
 use super::{Event, Routed};
 
 /// One rule, ready to apply.
 #[derive(Debug)]
 struct Rule {
     event_type: String,
+    /// `event_type` as a JSON string, as every body of the rule shows it.
+    event_type_json: String,
     table: TableName,
     operations: Vec<Operation>,
     /// Indexes into the config's subscriber list.
@@ -36,6 +41,9 @@ impl Rule {
 #[derive(Debug)]
 pub struct Mapper {
     rules: Vec<Rule>,
+    /// The escaped names of the tables seen so far. Behind a lock only so that mapping takes
+    /// `&self`; one task maps, so it is never contended.
+    names: Mutex<NameCache>,
 }
 
 impl Mapper {
@@ -45,8 +53,11 @@ impl Mapper {
             .events
             .iter()
             .map(|rule| {
+                let mut event_type_json = String::new();
+                push_json_string(&rule.event_type, &mut event_type_json);
                 Ok(Rule {
                     event_type: rule.event_type.clone(),
+                    event_type_json,
                     table: rule.table.clone(),
                     operations: rule.operations.clone(),
                     subscribers: rule
@@ -60,7 +71,10 @@ impl Mapper {
                 })
             })
             .collect::<Result<_, FilterError>>()?;
-        Ok(Self { rules })
+        Ok(Self {
+            rules,
+            names: Mutex::default(),
+        })
     }
 
     /// The events `change` yields, appended to `out` in config order. Ids are
@@ -68,8 +82,11 @@ impl Mapper {
     /// and operation, `n` counting those rules from 0 in config order: a rule keeps its number
     /// whatever the filters decide, so ids never depend on row values.
     pub fn map(&self, change: &Change, out: &mut Vec<Routed>) {
-        let base = format!("evt_{}_{}", change.commit_lsn.to_hex16(), change.index);
-        self.map_as(change, &base, change.operation.as_str(), out);
+        let base = IdBase::Change {
+            commit_lsn: change.commit_lsn,
+            index: change.index,
+        };
+        self.map_as(change, base, change.operation.as_str(), out);
     }
 
     /// The events a row read by backfill `read.backfill` yields: `operation` is `read`, and the
@@ -89,8 +106,11 @@ impl Mapper {
             commit_time_micros: read.read_at_micros,
             index: 0,
         };
-        let base = format!("bf_{}_{:016x}", read.backfill, fnv1a(read.key.as_bytes()));
-        self.map_as(&change, &base, "read", out);
+        let base = IdBase::Read {
+            backfill: read.backfill,
+            key_hash: fnv1a(read.key.as_bytes()),
+        };
+        self.map_as(&change, base, "read", out);
     }
 
     /// Whether some rule maps inserts of `table` to one of `subscribers` (config indexes).
@@ -102,8 +122,14 @@ impl Mapper {
         })
     }
 
-    fn map_as(&self, change: &Change, base: &str, operation: &str, out: &mut Vec<Routed>) {
+    fn map_as(&self, change: &Change, base: IdBase, operation: &str, out: &mut Vec<Routed>) {
         let applicable = self.rules.iter().filter(|r| r.applies_to(change)).count();
+        if applicable == 0 {
+            return;
+        }
+        // The cache stays whole whatever panicked while it was held: entries go in complete.
+        let mut cache = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = cache.get(&change.table);
         for (n, rule) in self
             .rules
             .iter()
@@ -120,17 +146,12 @@ impl Mapper {
                     }
                 }
             }
-            let id = if applicable > 1 {
-                format!("{base}_{n}")
-            } else {
-                base.to_string()
-            };
+            let id = base.id((applicable > 1).then_some(n));
             let projection = projection(change, rule.columns.as_deref());
-            let mut body = String::with_capacity(256);
-            write_body(
-                &mut body,
+            let body = body(
                 &id,
-                &rule.event_type,
+                &rule.event_type_json,
+                names,
                 change,
                 operation,
                 &projection,
@@ -139,8 +160,8 @@ impl Mapper {
                 event: Arc::new(Event {
                     id,
                     event_type: rule.event_type.clone(),
-                    key: key(change, rule.key.as_deref()),
-                    table: change.table.qualified_name(),
+                    key: key(change, &names.qualified, rule.key.as_deref()),
+                    table: names.qualified.clone(),
                     body,
                     commit_lsn: change.commit_lsn,
                     commit_time_micros: change.commit_time_micros,
@@ -188,17 +209,16 @@ fn projection(change: &Change, columns: Option<&[String]>) -> Projection {
 
 /// `schema.table:[<key values>]`: the rule's `key` columns, else the primary key, else the
 /// replica identity columns. The new row's values, or the old row's for a delete.
-fn key(change: &Change, key_columns: Option<&[String]>) -> String {
-    let table = change.table.qualified_name();
+fn key(change: &Change, table: &str, key_columns: Option<&[String]>) -> String {
     if change.operation == Operation::Truncate {
-        return table;
+        return table.to_string();
     }
-    let columns: Vec<usize> = match key_columns {
+    let columns: Cow<'_, [usize]> = match key_columns {
         Some(names) => names
             .iter()
             .filter_map(|name| change.table.columns.iter().position(|c| &c.name == name))
             .collect(),
-        None if !change.table.primary_key.is_empty() => change.table.primary_key.clone(),
+        None if !change.table.primary_key.is_empty() => Cow::Borrowed(&change.table.primary_key),
         None => (0..change.table.columns.len())
             .filter(|&i| change.table.columns[i].is_key)
             .collect(),
@@ -207,17 +227,21 @@ fn key(change: &Change, key_columns: Option<&[String]>) -> String {
         Operation::Delete => change.old.as_ref(),
         _ => change.row.as_ref(),
     };
-    let mut key = table;
+    let value = |i: usize| {
+        image
+            .and_then(|image| image.get(i))
+            .or_else(|| change.old.as_ref().and_then(|old| old.get(i)))
+            .unwrap_or("null")
+    };
+    let values_len: usize = columns.iter().map(|&i| value(i).len() + 1).sum();
+    let mut key = String::with_capacity(table.len() + 2 + values_len);
+    key.push_str(table);
     key.push_str(":[");
     for (n, &i) in columns.iter().enumerate() {
         if n > 0 {
             key.push(',');
         }
-        let value = image
-            .and_then(|image| image.get(i))
-            .or_else(|| change.old.as_ref().and_then(|old| old.get(i)))
-            .unwrap_or("null");
-        key.push_str(value);
+        key.push_str(value(i));
     }
     key.push(']');
     key

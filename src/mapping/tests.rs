@@ -259,3 +259,132 @@ fn a_backfilled_row_is_a_read_event_through_the_insert_rules() {
     assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
 }
+
+#[test]
+fn odd_table_and_column_names_are_escaped_in_bodies_and_keys() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "odd.one"
+        table = "we\"ird.naïve\\t"
+        operations = ["update"]
+        subscribers = ["billing"]
+        "#,
+    ))
+    .unwrap();
+    let column = |name: &str| TableColumn {
+        name: name.into(),
+        type_oid: 25,
+        type_modifier: -1,
+        is_key: true,
+    };
+    let mut change = update("\"new\"", "\"paid\"");
+    change.table = Arc::new(Table {
+        oid: 9,
+        schema: "we\"ird".into(),
+        name: "naïve\\t".into(),
+        replica_identity: ReplicaIdentity::Full,
+        primary_key: vec![0],
+        columns: vec![
+            column("i\"d"),
+            column("sta\ttus"),
+            column("émoji 🦀"),
+            column("\u{1}"),
+        ],
+    });
+    let mut out = Vec::new();
+    mapper.map(&change, &mut out);
+    let event = &out[0].event;
+    assert_eq!(
+        event.body,
+        concat!(
+            r#"{"id":"evt_00000000016B3748_3","type":"odd.one","timestamp":"2026-11-26T17:51:10.574330Z","#,
+            r#""data":{"table":"we\"ird.naïve\\t","operation":"update","#,
+            r#""row":{"i\"d":42,"sta\ttus":"paid","émoji 🦀":12.50},"#,
+            r#""old":{"i\"d":42,"sta\ttus":"new","émoji 🦀":12.50,"\u0001":"x"},"#,
+            r#""changed":["sta\ttus"],"unchanged_toast":["\u0001"],"commit_lsn":"0/16B3748","xid":745}}"#
+        )
+    );
+    assert_eq!(event.table, "we\"ird.naïve\\t");
+    assert_eq!(event.key, "we\"ird.naïve\\t:[42]");
+    let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+    assert_eq!(body["data"]["row"]["sta\ttus"], "paid");
+}
+
+#[test]
+fn a_table_altered_under_the_same_oid_shows_its_new_columns() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "order.changed"
+        table = "public.orders"
+        subscribers = ["billing"]
+        "#,
+    ))
+    .unwrap();
+    // GIVEN a change, and one after ALTER TABLE orders RENAME status TO state (a new `Table`
+    // under the same OID)
+    let before = update("\"new\"", "\"paid\"");
+    let mut altered = (*before.table).clone();
+    altered.columns[1].name = "state".into();
+    let mut after = before.clone();
+    after.table = Arc::new(altered);
+    // WHEN they are mapped, and then one of the old shape (a backfill read before the ALTER)
+    let mut out = Vec::new();
+    for change in [&before, &after, &before] {
+        mapper.map(change, &mut out);
+    }
+    // THEN each body names the columns of its own change's table
+    let rows: Vec<&str> = out
+        .iter()
+        .map(|r| {
+            let body = &r.event.body;
+            let start = body.find(r#""row":"#).unwrap() + r#""row":"#.len();
+            &body[start..start + body[start..].find('}').unwrap() + 1]
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            r#"{"id":42,"status":"paid","amount":12.50}"#,
+            r#"{"id":42,"state":"paid","amount":12.50}"#,
+            r#"{"id":42,"status":"paid","amount":12.50}"#,
+        ]
+    );
+    assert_eq!(out[0].event.body, out[2].event.body);
+}
+
+#[test]
+fn a_body_fits_the_length_it_is_allocated_with() {
+    let mut cache = names::NameCache::default();
+    let mut extreme = update("\"new\"", "\"paid\"");
+    extreme.commit_lsn = Lsn(u64::MAX);
+    extreme.xid = u32::MAX;
+    extreme.commit_time_micros = i64::MIN;
+    let mut delete = extreme.clone();
+    delete.operation = Operation::Delete;
+    delete.row = None;
+    delete.old = Some(image(&[Some("7"), None, None, None]));
+    delete.unchanged_toast.clear();
+    let mut truncate = delete.clone();
+    truncate.operation = Operation::Truncate;
+    truncate.old = None;
+    truncate.table = Arc::new(Table {
+        columns: Vec::new(),
+        ..(*truncate.table).clone()
+    });
+    let nulls = Change {
+        row: Some(image(&[Some("null"); 4])),
+        old: Some(image(&[Some("null"); 4])),
+        ..extreme.clone()
+    };
+    let id = "evt_FFFFFFFFFFFFFFFF_4294967295_12";
+    for change in [extreme, delete, truncate, nulls] {
+        let names = cache.get(&change.table);
+        for projection in [None, Some(vec![1, 3])] {
+            let body = body::body(id, "\"t\"", names, &change, "truncate", &projection);
+            let hint = body::body_len_hint(id, "\"t\"", names, &change);
+            assert!(body.len() <= hint, "{} > {hint}: {body}", body.len());
+        }
+    }
+}

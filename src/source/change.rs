@@ -59,7 +59,11 @@ pub struct Table {
 impl Table {
     /// `schema.name`, the form the config uses.
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        let mut name = String::with_capacity(self.schema.len() + 1 + self.name.len());
+        name.push_str(&self.schema);
+        name.push('.');
+        name.push_str(&self.name);
+        name
     }
 }
 
@@ -149,14 +153,18 @@ pub struct Change {
 impl Change {
     /// Columns whose value differs between `old` and `row`, when the whole old row is known.
     pub fn changed_columns(&self) -> Option<Vec<usize>> {
+        self.changed().map(Iterator::collect)
+    }
+
+    /// [`Change::changed_columns`] without collecting them.
+    pub fn changed(&self) -> Option<impl Iterator<Item = usize> + '_> {
         let (old, row) = (self.old.as_ref()?, self.row.as_ref()?);
         if !old.is_complete() {
             return None;
         }
         Some(
             (0..row.datums.len())
-                .filter(|&i| row.get(i).is_some_and(|new| old.get(i) != Some(new)))
-                .collect(),
+                .filter(|&i| row.get(i).is_some_and(|new| old.get(i) != Some(new))),
         )
     }
 }
