@@ -164,9 +164,14 @@ pub(super) fn encode_string(text: &[u8], out: &mut String) -> Result<(), ValueEr
 /// Appends `s` as a quoted JSON string, escaping quotes, backslashes and control characters.
 pub fn push_json_string(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push('"');
     let mut run_start = 0;
     for (i, &b) in s.as_bytes().iter().enumerate() {
+        // Most bytes need no escape; the table below is for the few that do.
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
         let escape = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -175,8 +180,7 @@ pub fn push_json_string(s: &str, out: &mut String) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
+            _ => "",
         };
         // `i` is an ASCII byte, hence a char boundary.
         out.push_str(&s[run_start..i]);
