@@ -307,6 +307,18 @@ impl Session<'_> {
         event: SourceEvent,
         confirmed: &watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
+        // Usually there is room: take it without arming a timer, which would cost more than
+        // the rest of the hand-over. The timed wait below is for a full pipeline. Spending
+        // the task's budget first yields to the runtime as often as `reserve()` would.
+        tokio::task::coop::consume_budget().await;
+        match self.events.try_reserve() {
+            Ok(permit) => {
+                permit.send(event);
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(SourceError::PipelineClosed),
+            Err(mpsc::error::TrySendError::Full(())) => {}
+        }
         loop {
             let wait = self.status_interval.min(Duration::from_secs(1));
             match tokio::time::timeout(wait, self.events.reserve()).await {
