@@ -32,6 +32,8 @@ use crate::telemetry::{Health, CONFIRMED_LSN};
 
 mod pipeline;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use pipeline::{Inputs, Pipeline};
 use tasks::{guard_slot, run_source};

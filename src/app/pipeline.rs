@@ -151,7 +151,7 @@ impl Pipeline {
         }
     }
 
-    async fn handle(&mut self, event: SourceEvent) {
+    pub(super) async fn handle(&mut self, event: SourceEvent) {
         match event {
             SourceEvent::Begin { commit_lsn, .. } => {
                 self.skipping = false;
@@ -197,11 +197,7 @@ impl Pipeline {
                             event: routed.event.clone(),
                             txn,
                         };
-                        if let Some(queue) = self.queues.get(subscriber) {
-                            if queue.send(job).await.is_err() {
-                                self.acks.settle(txn, 1);
-                            }
-                        }
+                        self.dispatch(subscriber, job).await;
                     }
                 }
             }
@@ -244,7 +240,16 @@ impl Pipeline {
         }
     }
 
-    fn settle(&mut self, txns: &[TxnId]) {
+    /// Queues `job` for its subscriber's worker. A closed queue means the worker stopped (the
+    /// pipeline hears why from its task next): the job is dropped and stays unsettled, so no
+    /// position at or past its transaction is ever confirmed.
+    async fn dispatch(&self, subscriber: usize, job: Job) {
+        if let Some(queue) = self.queues.get(subscriber) {
+            let _ = queue.send(job).await;
+        }
+    }
+
+    pub(super) fn settle(&mut self, txns: &[TxnId]) {
         for txn in txns {
             self.acks.settle(*txn, 1);
         }
@@ -281,11 +286,7 @@ impl Pipeline {
                         event: routed.event.clone(),
                         txn,
                     };
-                    if let Some(queue) = self.queues.get(subscriber) {
-                        if queue.send(job).await.is_err() {
-                            self.acks.settle(txn, 1);
-                        }
-                    }
+                    self.dispatch(subscriber, job).await;
                 }
             }
         }

@@ -1,0 +1,123 @@
+use std::path::Path;
+
+use super::*;
+use crate::source::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+
+/// A pipeline with one subscriber for every change of `public.items`, and the receiving end
+/// of that subscriber's queue.
+fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
+    let config = crate::config::parse(
+        r#"
+        source.url = "postgres://h/db"
+        subscribers.s.url = "http://127.0.0.1:9/s"
+        [[events]]
+        type = "item.changed"
+        table = "public.items"
+        subscribers = ["s"]
+        "#,
+        Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    let (queue, jobs) = mpsc::channel(8);
+    let pipeline = Pipeline {
+        mapper: Mapper::new(&config).unwrap(),
+        acks: AckTracker::new(confirmed),
+        queues: vec![queue],
+        open: None,
+        skipping: false,
+        last_commit: Lsn(0),
+        routed: Vec::new(),
+        max_unsettled: 100,
+        store: Arc::new(Mutex::new(Store::open_in_memory().unwrap())),
+        confirmed_tx: watch::channel(confirmed).0,
+        checkpointed: Instant::now(),
+        slot: "s".into(),
+        windows: Windows::default(),
+        reads: Vec::new(),
+    };
+    (pipeline, jobs)
+}
+
+fn insert(commit_lsn: Lsn, id: i64) -> Change {
+    let json = id.to_string();
+    let row = RowImage {
+        datums: vec![Datum::Value {
+            start: 0,
+            end: u32::try_from(json.len()).unwrap(),
+        }],
+        json,
+    };
+    Change {
+        table: Arc::new(Table {
+            oid: 1,
+            schema: "public".into(),
+            name: "items".into(),
+            replica_identity: ReplicaIdentity::Default,
+            primary_key: vec![0],
+            columns: vec![TableColumn {
+                name: "id".into(),
+                type_oid: 20,
+                type_modifier: -1,
+                is_key: true,
+            }],
+        }),
+        operation: Operation::Insert,
+        row: Some(row),
+        old: None,
+        unchanged_toast: Vec::new(),
+        commit_lsn,
+        xid: 7,
+        commit_time_micros: 0,
+        index: 0,
+    }
+}
+
+/// Hands the pipeline one transaction of one insert; returns its end LSN.
+async fn one_transaction(pipeline: &mut Pipeline, commit_lsn: Lsn) -> Lsn {
+    let end_lsn = Lsn(commit_lsn.0 + 0x30);
+    pipeline
+        .handle(SourceEvent::Begin { commit_lsn, xid: 7 })
+        .await;
+    pipeline
+        .handle(SourceEvent::Change(insert(commit_lsn, 1)))
+        .await;
+    pipeline
+        .handle(SourceEvent::Commit {
+            commit_lsn,
+            end_lsn,
+        })
+        .await;
+    end_lsn
+}
+
+#[tokio::test]
+async fn a_settled_job_moves_the_confirmed_position() {
+    // GIVEN a pipeline whose worker takes its jobs
+    let (mut pipeline, mut jobs) = pipeline(Lsn(0x100));
+    // WHEN a transaction's only job is settled
+    let end = one_transaction(&mut pipeline, Lsn(0x200)).await;
+    let job = jobs.recv().await.unwrap();
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x100));
+    pipeline.settle(&[job.txn]);
+    // THEN its end is confirmed
+    assert_eq!(pipeline.acks.confirmed(), end);
+}
+
+#[tokio::test]
+async fn a_job_for_a_stopped_worker_is_never_confirmed() {
+    // GIVEN a pipeline whose worker has stopped (its queue is closed) and the pipeline has not
+    // yet heard so
+    let (mut pipeline, jobs) = pipeline(Lsn(0x100));
+    drop(jobs);
+    // WHEN a transaction with a job for it arrives, and then the stream is caught up past it
+    one_transaction(&mut pipeline, Lsn(0x200)).await;
+    pipeline
+        .handle(SourceEvent::CaughtUp {
+            wal_end: Lsn(0x400),
+        })
+        .await;
+    // THEN nothing past the last settled position is confirmed: the job was not delivered or
+    // stored, so the slot must keep its WAL
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x100));
+}
