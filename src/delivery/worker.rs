@@ -34,8 +34,10 @@ const ACCEPT_BURST: usize = 512;
 /// record is a durable commit.
 const SUCCESS_RECORD_EVERY: Duration = Duration::from_secs(1);
 
-/// Held events fetched from the store at once.
+/// Held events fetched from the store at once, at least: more when `batch_size` ×
+/// `concurrency` is larger, up to `RETRY_FETCH_MAX`.
 const RETRY_FETCH: usize = 256;
+const RETRY_FETCH_MAX: usize = 4096;
 /// The retry backlog gauge is recounted from the store this often (in 100 ms ticks), which
 /// corrects it after `walhook dead-letters replay` added events from another process.
 const BACKLOG_RECOUNT_TICKS: u64 = 600;
@@ -64,24 +66,27 @@ pub struct WorkerError {
     pub source: Box<StateError>,
 }
 
-/// A request in flight: live jobs, or held events the retrier sent.
+/// A request in flight: live jobs, or held events the retrier sent (each the head of its key,
+/// so a batch of them never holds two events of one key).
 enum Sent {
     Live(Vec<Job>),
-    Held(Box<PendingEvent>),
+    Held(Vec<PendingEvent>),
 }
 
 impl Sent {
     fn events(&self) -> impl Iterator<Item = &Event> {
         let (live, held) = match self {
-            Sent::Live(jobs) => (jobs.as_slice(), None),
-            Sent::Held(pending) => (&[][..], Some(&pending.event)),
+            Sent::Live(jobs) => (jobs.as_slice(), &[][..]),
+            Sent::Held(pending) => (&[][..], pending.as_slice()),
         };
+        let held = held.iter().map(|p| &p.event);
         live.iter().map(|job| job.event.as_ref()).chain(held)
     }
 }
 
 pub struct Worker {
-    config: SubscriberConfig,
+    /// Shared with each request's task.
+    config: Arc<SubscriberConfig>,
     signer: Option<Arc<Signer>>,
     schedule: Schedule,
     ctx: WorkerContext,
@@ -130,7 +135,7 @@ impl Worker {
         let schedule = Schedule::new(config.retry);
         let meters = Meters::new(&config.name);
         let mut worker = Self {
-            config,
+            config: Arc::new(config),
             signer,
             schedule,
             ctx,
@@ -343,15 +348,10 @@ impl Worker {
     }
 
     fn send(&mut self, sent: Sent) {
-        let (id, body) = match &sent {
-            Sent::Live(jobs) if jobs.len() == 1 => {
-                (jobs[0].event.id.clone(), jobs[0].event.body.clone())
-            }
-            Sent::Live(jobs) => {
-                let events: Vec<&Event> = jobs.iter().map(|j| j.event.as_ref()).collect();
-                (batch_id(&events), batch_body(&events))
-            }
-            Sent::Held(pending) => (pending.event.id.clone(), pending.event.body.clone()),
+        let events: Vec<&Event> = sent.events().collect();
+        let (id, body) = match events.as_slice() {
+            [event] => (event.id.clone(), event.body.clone()),
+            events => (batch_id(events), batch_body(events)),
         };
         let client = self.ctx.client.clone();
         let config = self.config.clone();
@@ -391,12 +391,14 @@ impl Worker {
                             jobs.len(),
                         )
                     }),
-                    Sent::Held(p) => (
-                        p.event.event_type.as_str(),
-                        p.event.commit_lsn,
-                        p.event.id.as_str(),
-                        1,
-                    ),
+                    Sent::Held(held) => held.first().map_or(("", Default::default(), "", 0), |p| {
+                        (
+                            p.event.event_type.as_str(),
+                            p.event.commit_lsn,
+                            p.event.id.as_str(),
+                            held.len(),
+                        )
+                    }),
                 };
                 warn!(
                     subscriber = %self.name(),
@@ -417,7 +419,7 @@ impl Worker {
         }
         match sent {
             Sent::Live(jobs) => self.completed_live(jobs, attempt),
-            Sent::Held(pending) => self.completed_held(*pending, attempt)?,
+            Sent::Held(held) => self.completed_held(held, attempt)?,
         }
         Ok(())
     }
@@ -629,8 +631,10 @@ impl Worker {
         if self.due.is_empty() && fetch {
             self.flush()?;
             let name = self.config.name.clone();
-            let due = self.with_store(|s| s.due(&name, UnixMillis::now(), RETRY_FETCH))?;
-            self.more_due = due.len() == RETRY_FETCH;
+            let fetch = (self.config.batch_size * self.config.concurrency)
+                .clamp(RETRY_FETCH, RETRY_FETCH_MAX);
+            let due = self.with_store(|s| s.due(&name, UnixMillis::now(), fetch))?;
+            self.more_due = due.len() == fetch;
             if due.is_empty() && self.retrying.is_empty() {
                 if self.with_store(|s| s.next_due_at(&name))?.is_none() {
                     self.store_has_events = false;
@@ -650,74 +654,79 @@ impl Worker {
         } else {
             self.config.concurrency
         };
-        while self.in_flight.len() < limit {
-            let Some(pending) = self.due.pop_front() else {
-                break;
-            };
-            self.retrying.insert(pending.event.id.clone());
-            self.send(Sent::Held(Box::new(pending)));
+        // Held events are sent in batches of `batch_size` too, without waiting for more.
+        while self.in_flight.len() < limit && !self.due.is_empty() {
+            let size = self.config.batch_size.min(self.due.len());
+            let held: Vec<PendingEvent> = self.due.drain(..size).collect();
+            for pending in &held {
+                self.retrying.insert(pending.event.id.clone());
+            }
+            self.send(Sent::Held(held));
         }
         Ok(())
     }
 
+    /// Settles held events after an attempt: delivered ones are removed at the next flush,
+    /// failed ones rescheduled or dead-lettered, in one store transaction each.
     fn completed_held(
         &mut self,
-        pending: PendingEvent,
+        held: Vec<PendingEvent>,
         attempt: Attempt,
     ) -> Result<(), WorkerError> {
-        self.retrying.remove(&pending.event.id);
-        let name = self.config.name.clone();
-        let now = UnixMillis::now();
-        let id = pending.event.id.as_str();
-        let attempts = pending.attempts + 1;
-        let failure = Failure {
-            id,
-            attempts,
-            at: now,
-            status: attempt.status,
-            error: attempt.error.as_deref(),
-        };
-        match attempt.verdict {
+        for pending in &held {
+            self.retrying.remove(&pending.event.id);
+        }
+        let retry_after = match attempt.verdict {
             Verdict::Delivered => {
-                // Removed at the next flush; until then `retrying` keeps it from going twice.
-                self.to_remove.push(pending.event.id.clone());
+                // Removed at the next flush; until then `retrying` keeps them from going twice.
+                self.to_remove
+                    .extend(held.into_iter().map(|pending| pending.event.id));
                 self.more_due = true;
                 return Ok(());
             }
-            Verdict::Retry { retry_after } => {
-                let first = pending.first_failure_at.unwrap_or(now);
-                if self.schedule.gives_up(now.saturating_duration_since(first)) {
-                    warn!(subscriber = %name, event_id = %id, attempts, "giving up; event dead-lettered");
-                    self.dead_letter_held(&pending.event, failure)?;
-                } else {
-                    let next = now.saturating_add(self.schedule.next_delay(attempts, retry_after));
-                    self.with_store(|s| {
-                        s.reschedule(
-                            &name,
-                            &[Retry {
-                                failure,
-                                next_attempt_at: next,
-                            }],
-                        )
-                    })?;
+            Verdict::Retry { retry_after } => Some(retry_after),
+            Verdict::DeadLetter | Verdict::Gone => None,
+        };
+        let name = self.config.name.clone();
+        let now = UnixMillis::now();
+        let mut retries = Vec::new();
+        let mut dead = Vec::new();
+        for pending in &held {
+            let attempts = pending.attempts + 1;
+            let failure = Failure {
+                id: pending.event.id.as_str(),
+                attempts,
+                at: now,
+                status: attempt.status,
+                error: attempt.error.as_deref(),
+            };
+            let first = pending.first_failure_at.unwrap_or(now);
+            match retry_after {
+                Some(_) if self.schedule.gives_up(now.saturating_duration_since(first)) => {
+                    warn!(subscriber = %name, event_id = %failure.id, attempts, "giving up; event dead-lettered");
+                    dead.push((failure, pending.event.event_type.as_str()));
                 }
-            }
-            Verdict::DeadLetter | Verdict::Gone => {
-                self.dead_letter_held(&pending.event, failure)?;
-                if matches!(attempt.verdict, Verdict::Gone) {
-                    self.pause();
-                }
+                Some(retry_after) => retries.push(Retry {
+                    failure,
+                    next_attempt_at: now
+                        .saturating_add(self.schedule.next_delay(attempts, retry_after)),
+                }),
+                None => dead.push((failure, pending.event.event_type.as_str())),
             }
         }
-        Ok(())
-    }
-
-    fn dead_letter_held(&mut self, event: &Event, failure: Failure<'_>) -> Result<(), WorkerError> {
-        let name = self.config.name.clone();
-        let moved = self.with_store(|s| s.move_to_dead_letters(&name, &[failure]))?;
-        self.meters.released(moved);
-        for _ in 0..moved {
-            self.meters.dead_lettered(&event.event_type);
+        if !retries.is_empty() {
+            self.with_store(|s| s.reschedule(&name, &retries))?;
+        }
+        if !dead.is_empty() {
+            let failures: Vec<Failure<'_>> = dead.iter().map(|(failure, _)| *failure).collect();
+            let moved = self.with_store(|s| s.move_to_dead_letters(&name, &failures))?;
+            self.meters.released(moved);
+            for (_, event_type) in &dead {
+                self.meters.dead_lettered(event_type);
+            }
+        }
+        if matches!(attempt.verdict, Verdict::Gone) {
+            self.pause();
         }
         Ok(())
     }

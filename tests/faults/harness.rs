@@ -249,8 +249,23 @@ impl Drop for Process {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A test failed while walhook ran: its last lines tell what it was doing.
+        if std::thread::panicking() {
+            let output = strip_colours(&self.output.lock().unwrap_or_else(|p| p.into_inner()));
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LINES_SHOWN_ON_PANIC)..];
+            eprintln!(
+                "---- the last {} lines of walhook (pid {}) ----\n{}",
+                tail.len(),
+                self.child.id(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// How many of walhook's last output lines a failing test shows.
+const LINES_SHOWN_ON_PANIC: usize = 150;
 
 /// A directory of its own for one test's config and state file, emptied first.
 pub(crate) fn fresh_dir(name: &str) -> PathBuf {

@@ -302,6 +302,68 @@ async fn a_storm_of_5xx_holds_no_wal_and_everything_arrives_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_go_back_in_batches_after_a_storm() {
+    // GIVEN a subscriber with batch_size 20 and a receiver answering 503 to everything until
+    // the storm is over
+    let storm = Arc::new(AtomicBool::new(true));
+    let answers = Answers::default();
+    let receiver = Receiver::with_policy(answers.policy({
+        let storm = storm.clone();
+        move |_, _| {
+            if storm.load(Ordering::SeqCst) {
+                Reply::status(503)
+            } else {
+                Reply::ok()
+            }
+        }
+    }))
+    .await;
+    let setup = setup(&[(
+        "s",
+        receiver.url("/s"),
+        "batch_size = 20\nbatch_wait = \"10ms\"",
+    )])
+    .await;
+    // WHEN 300 changes to 200 rows are committed during the storm, and held in the state file
+    let written = setup.write(true).await;
+    wait_confirmed(
+        &setup.client,
+        setup.db.name(),
+        written,
+        Duration::from_secs(60),
+    )
+    .await;
+    // AND the storm ends
+    storm.store(false, Ordering::SeqCst);
+    let expected = setup.expected().await;
+    wait_all(
+        || receiver.requests(),
+        &["/s"],
+        answers.accepted(),
+        &expected,
+        Duration::from_secs(90),
+    )
+    .await;
+    let output = setup.finish().await;
+    // THEN every event arrives, accepted once, in order per row
+    let requests = receiver.requests();
+    exactly_once(
+        "s",
+        &expected,
+        &deliveries(&requests, "/s", answers.accepted()),
+        &output,
+    );
+    // AND the held events went back several to a request, not one each (how many share a
+    // request depends on how their jittered retry times fall)
+    let accepted = requests.iter().filter(|r| answers.accepted()(r)).count();
+    assert!(
+        accepted * 2 <= expected.len(),
+        "{accepted} accepted requests carried {} events",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_waited_out() {
     // GIVEN a receiver that answers the first attempt of every fourth row's events with 429
     // and `Retry-After: 2`, and walhook whose own backoff would retry within 100 ms
