@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{self, ApiError};
 use crate::backfill::{self, ChunkOpen, Closed, Windows};
@@ -27,7 +27,7 @@ use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{with_store, AckTracker, StateError, Store, TxnId, UnixMillis};
+use crate::state::{in_background, with_store, AckTracker, StateError, Store, TxnId, UnixMillis};
 use crate::telemetry::{Health, CONFIRMED_LSN};
 
 mod pipeline;
@@ -149,6 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         confirmed_tx,
         checkpointed: Instant::now(),
+        checkpointing: None,
         slot: config.source.slot.clone(),
         windows: Windows::default(),
         reads: Vec::new(),

@@ -10,6 +10,8 @@ pub(super) struct Open {
     pub(super) txn: TxnId,
     pub(super) seen: u32,
     pub(super) next_index: u32,
+    /// Jobs handed out for it.
+    pub(super) jobs: u32,
 }
 
 pub(super) struct Pipeline {
@@ -27,6 +29,8 @@ pub(super) struct Pipeline {
     pub(super) store: Arc<Mutex<Store>>,
     pub(super) confirmed_tx: watch::Sender<Lsn>,
     pub(super) checkpointed: Instant,
+    /// The checkpoint being written in the background, if any.
+    pub(super) checkpointing: Option<tokio::task::JoinHandle<()>>,
     pub(super) slot: String,
     /// Backfill chunks between their watermarks.
     pub(super) windows: Windows,
@@ -174,6 +178,7 @@ impl Pipeline {
                     txn: self.acks.begin(),
                     seen: 0,
                     next_index: 0,
+                    jobs: 0,
                 });
             }
             SourceEvent::Change(change) => {
@@ -190,15 +195,20 @@ impl Pipeline {
                 let txn = open.txn;
                 self.routed.clear();
                 self.mapper.map(&change, &mut self.routed);
+                let mut jobs = 0;
                 for routed in std::mem::take(&mut self.routed) {
                     for &subscriber in &routed.subscribers {
                         self.acks.add(txn, 1);
+                        jobs += 1;
                         let job = Job {
                             event: routed.event.clone(),
                             txn,
                         };
                         self.dispatch(subscriber, job).await;
                     }
+                }
+                if let Some(open) = &mut self.open {
+                    open.jobs += jobs;
                 }
             }
             SourceEvent::Commit {
@@ -209,6 +219,7 @@ impl Pipeline {
                     return;
                 }
                 if let Some(open) = self.open.take() {
+                    debug!(commit_lsn = %commit_lsn, end_lsn = %end_lsn, jobs = open.jobs, "transaction handed out");
                     self.acks.commit(open.txn, end_lsn);
                     self.last_commit = commit_lsn;
                     self.advance();
@@ -314,22 +325,34 @@ impl Pipeline {
 
     fn advance(&mut self) {
         if let Some(lsn) = self.acks.advance() {
+            debug!(confirmed = %lsn, "confirmed");
             metrics::gauge!(CONFIRMED_LSN).set(lsn.0 as f64);
             self.confirmed_tx.send_replace(lsn);
             self.checkpoint(false);
         }
     }
 
-    /// Records the confirmed LSN in the state file (for `walhook status`), at most once a
-    /// second unless `now`.
+    /// Records the confirmed LSN in the state file (for `walhook status`): at most once a
+    /// second and in the background, unless `now` (at the end, on this thread).
     fn checkpoint(&mut self, now: bool) {
-        if !now && self.checkpointed.elapsed() < CHECKPOINT_EVERY {
+        let lsn = self.acks.confirmed();
+        let record = move |store: &mut Store| {
+            if let Err(e) = store.save_confirmed(lsn) {
+                warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
+            }
+        };
+        if now {
+            with_store(&self.store, record);
+            return;
+        }
+        let busy = self
+            .checkpointing
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if busy || self.checkpointed.elapsed() < CHECKPOINT_EVERY {
             return;
         }
         self.checkpointed = Instant::now();
-        let lsn = self.acks.confirmed();
-        if let Err(e) = with_store(&self.store, |s| s.save_confirmed(lsn)) {
-            warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
-        }
+        self.checkpointing = Some(in_background(&self.store, record));
     }
 }

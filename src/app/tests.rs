@@ -32,6 +32,7 @@ fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
         store: Arc::new(Mutex::new(Store::open_in_memory().unwrap())),
         confirmed_tx: watch::channel(confirmed).0,
         checkpointed: Instant::now(),
+        checkpointing: None,
         slot: "s".into(),
         windows: Windows::default(),
         reads: Vec::new(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -23,8 +23,8 @@ use super::signing::Signer;
 use crate::config::SubscriberConfig;
 use crate::mapping::Event;
 use crate::state::{
-    DeadLetterInsert, Failure, PendingEvent, PendingInsert, Retry, StateError, Store, TxnId,
-    UnixMillis,
+    in_background, with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, Retry,
+    StateError, Store, TxnId, UnixMillis,
 };
 
 /// Jobs accepted in one go before the worker sends, stores and looks at completions again.
@@ -120,9 +120,11 @@ pub struct Worker {
     paused: Option<String>,
     /// The job channel closed: nothing more is sent live, queued jobs go to the store.
     draining: bool,
-    /// The latest delivery not yet recorded in the store, and when a delivery last was.
+    /// The latest delivery not yet recorded in the store, when one last was, and that record
+    /// while it is written in the background.
     unrecorded_success: Option<UnixMillis>,
     success_recorded: Option<Instant>,
+    recording_success: Option<JoinHandle<()>>,
     meters: Meters,
 }
 
@@ -157,6 +159,7 @@ impl Worker {
             draining: false,
             unrecorded_success: None,
             success_recorded: None,
+            recording_success: None,
             meters,
         };
         // A pause is lifted by a restart: the operator restarting walhook is the signal that
@@ -731,18 +734,34 @@ impl Worker {
         Ok(())
     }
 
-    /// Writes the latest delivery to the store if one is unrecorded and the last write is
-    /// `SUCCESS_RECORD_EVERY` old (or `now`).
+    /// Records the latest delivery in the store (for `walhook status`) if one is unrecorded:
+    /// in the background once `SUCCESS_RECORD_EVERY` has passed since the last record, or on
+    /// this thread if `now` (at the end).
     fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
         let Some(at) = self.unrecorded_success else {
             return Ok(());
         };
+        let name = self.config.name.clone();
+        if now {
+            self.with_store(|s| s.record_success(&name, at))?;
+            self.unrecorded_success = None;
+            return Ok(());
+        }
+        let busy = self
+            .recording_success
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
         let due = self
             .success_recorded
             .is_none_or(|written| written.elapsed() >= SUCCESS_RECORD_EVERY);
-        if now || due {
-            let name = self.config.name.clone();
-            self.with_store(|s| s.record_success(&name, at))?;
+        if due && !busy {
+            // A failure here is only a stale "last success" in `walhook status`; the writes
+            // that settle events report a failing store.
+            self.recording_success = Some(in_background(&self.ctx.store, move |s| {
+                if let Err(e) = s.record_success(&name, at) {
+                    warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the last delivery in the state file");
+                }
+            }));
             self.unrecorded_success = None;
             self.success_recorded = Some(Instant::now());
         }
@@ -762,7 +781,7 @@ impl Worker {
         &self,
         work: impl FnOnce(&mut Store) -> Result<T, StateError>,
     ) -> Result<T, WorkerError> {
-        crate::state::with_store(&self.ctx.store, work).map_err(|e| self.error(e))
+        with_store(&self.ctx.store, work).map_err(|e| self.error(e))
     }
 
     fn error(&self, source: StateError) -> WorkerError {

@@ -1,28 +1,29 @@
 //! The store as walhook's tasks share it.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::task::JoinHandle;
 
 use super::Store;
 
-/// Runs `work` on the shared store, off the async runtime's worker threads.
+/// Runs `work` on the shared store, on this thread.
 ///
-/// A store call may wait for an fsync, or for another task's call to finish one, for
-/// milliseconds at a time. Run inline, that wait would stop every task scheduled on the same
-/// thread (deliveries, the replication stream). On a multi-thread runtime this hands the
-/// thread's other tasks to another thread for the duration of the call
-/// ([`tokio::task::block_in_place`]); elsewhere (a current-thread runtime in tests, no
-/// runtime) it runs in place.
+/// A store call may wait for an fsync, or for another call to finish one, for milliseconds at
+/// a time, and stops the tasks of the thread meanwhile: use it where the caller needs the
+/// answer (storing events before settling them, reading what is due), not for records
+/// nobody waits for (see [`in_background`]).
 pub fn with_store<T>(store: &Mutex<Store>, work: impl FnOnce(&mut Store) -> T) -> T {
-    let run = || {
-        let mut guard = store.lock().unwrap_or_else(PoisonError::into_inner);
-        work(&mut guard)
-    };
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(run)
-        }
-        _ => run(),
-    }
+    let mut guard = store.lock().unwrap_or_else(PoisonError::into_inner);
+    work(&mut guard)
+}
+
+/// Runs `work` on the shared store on tokio's blocking pool, for writes nobody waits for (the
+/// last delivery's time, the checkpoint): their fsyncs stall no task. Must be called within a
+/// tokio runtime.
+pub fn in_background(
+    store: &Arc<Mutex<Store>>,
+    work: impl FnOnce(&mut Store) + Send + 'static,
+) -> JoinHandle<()> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || with_store(&store, work))
 }
