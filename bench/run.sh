@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # walhook benchmark: one command, everything throwaway.
 #
-#     bash bench/run.sh            # the full run (about 15 minutes on 2 cores)
+#     bash bench/run.sh            # the full run (about 8 minutes on 2 cores, after the build)
 #     bash bench/run.sh --quick    # every size 10x smaller, to try the script out (BENCH_QUICK=1 too)
 #     bash bench/run.sh --latency  # only 3, the latency rows (about 3 minutes; 3 s each with --quick)
 #
