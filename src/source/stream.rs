@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use super::assembler::{AssembleError, Assembled, Assembler};
 use super::catalog::{resolve_type, CatalogError};
@@ -230,6 +230,7 @@ impl Session<'_> {
         match message {
             ReplicationMessage::PrimaryKeepalive(keepalive) => {
                 self.received = self.received.max(keepalive.wal_end);
+                trace!(wal_end = %keepalive.wal_end, in_transaction = self.in_transaction, "keepalive");
                 if keepalive.reply_requested {
                     let lsn = *confirmed.borrow();
                     self.send_status(lsn, false).await?;
@@ -246,6 +247,7 @@ impl Session<'_> {
             }
             ReplicationMessage::XLogData(data) => {
                 self.received = self.received.max(data.wal_end);
+                trace!(wal_start = %data.wal_start, kind = %data.data.first().map_or('?', |b| char::from(*b)), "xlogdata");
                 let lsn = data.wal_start;
                 let message = LogicalMessage::decode(data.data)
                     .map_err(|source| SourceError::Decode { lsn, source })?;
