@@ -27,7 +27,7 @@ use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{in_background, with_store, AckTracker, StateError, Store, TxnId, UnixMillis};
+use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, TxnId, UnixMillis};
 use crate::telemetry::{Health, CONFIRMED_LSN};
 
 mod pipeline;
@@ -148,8 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_unsettled: config.source.max_unsettled,
         store,
         confirmed_tx,
-        checkpointed: Instant::now(),
-        checkpointing: None,
+        checkpoint: PeriodicWrite::new(CHECKPOINT_EVERY),
         slot: config.source.slot.clone(),
         windows: Windows::default(),
         reads: Vec::new(),

@@ -28,9 +28,8 @@ pub(super) struct Pipeline {
     pub(super) max_unsettled: usize,
     pub(super) store: Arc<Mutex<Store>>,
     pub(super) confirmed_tx: watch::Sender<Lsn>,
-    pub(super) checkpointed: Instant,
-    /// The checkpoint being written in the background, if any.
-    pub(super) checkpointing: Option<tokio::task::JoinHandle<()>>,
+    /// The confirmed LSN's record in the state file, for `walhook status`.
+    pub(super) checkpoint: PeriodicWrite,
     pub(super) slot: String,
     /// Backfill chunks between their watermarks.
     pub(super) windows: Windows,
@@ -343,16 +342,8 @@ impl Pipeline {
         };
         if now {
             with_store(&self.store, record);
-            return;
+        } else {
+            self.checkpoint.start(&self.store, record);
         }
-        let busy = self
-            .checkpointing
-            .as_ref()
-            .is_some_and(|h| !h.is_finished());
-        if busy || self.checkpointed.elapsed() < CHECKPOINT_EVERY {
-            return;
-        }
-        self.checkpointed = Instant::now();
-        self.checkpointing = Some(in_background(&self.store, record));
     }
 }

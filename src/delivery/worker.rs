@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -23,7 +23,7 @@ use super::signing::Signer;
 use crate::config::SubscriberConfig;
 use crate::mapping::Event;
 use crate::state::{
-    in_background, with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, Retry,
+    with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry,
     StateError, Store, TxnId, UnixMillis,
 };
 
@@ -120,11 +120,10 @@ pub struct Worker {
     paused: Option<String>,
     /// The job channel closed: nothing more is sent live, queued jobs go to the store.
     draining: bool,
-    /// The latest delivery not yet recorded in the store, when one last was, and that record
-    /// while it is written in the background.
+    /// The latest delivery not yet recorded in the store, and its record (for `walhook
+    /// status`).
     unrecorded_success: Option<UnixMillis>,
-    success_recorded: Option<Instant>,
-    recording_success: Option<JoinHandle<()>>,
+    success_record: PeriodicWrite,
     meters: Meters,
 }
 
@@ -158,8 +157,7 @@ impl Worker {
             paused: None,
             draining: false,
             unrecorded_success: None,
-            success_recorded: None,
-            recording_success: None,
+            success_record: PeriodicWrite::new(SUCCESS_RECORD_EVERY),
             meters,
         };
         // A pause is lifted by a restart: the operator restarting walhook is the signal that
@@ -351,10 +349,15 @@ impl Worker {
     }
 
     fn send(&mut self, sent: Sent) {
-        let events: Vec<&Event> = sent.events().collect();
-        let (id, body) = match events.as_slice() {
-            [event] => (event.id.clone(), event.body.clone()),
-            events => (batch_id(events), batch_body(events)),
+        let (id, body) = {
+            let mut events = sent.events();
+            match (events.next(), events.next()) {
+                (Some(only), None) => (only.id.clone(), only.body.clone()),
+                _ => {
+                    let events: Vec<&Event> = sent.events().collect();
+                    (batch_id(&events), batch_body(&events))
+                }
+            }
         };
         let client = self.ctx.client.clone();
         let config = self.config.clone();
@@ -735,8 +738,8 @@ impl Worker {
     }
 
     /// Records the latest delivery in the store (for `walhook status`) if one is unrecorded:
-    /// in the background once `SUCCESS_RECORD_EVERY` has passed since the last record, or on
-    /// this thread if `now` (at the end).
+    /// in the background at most once per `SUCCESS_RECORD_EVERY`, or on this thread if `now`
+    /// (at the end).
     fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
         let Some(at) = self.unrecorded_success else {
             return Ok(());
@@ -747,23 +750,15 @@ impl Worker {
             self.unrecorded_success = None;
             return Ok(());
         }
-        let busy = self
-            .recording_success
-            .as_ref()
-            .is_some_and(|h| !h.is_finished());
-        let due = self
-            .success_recorded
-            .is_none_or(|written| written.elapsed() >= SUCCESS_RECORD_EVERY);
-        if due && !busy {
-            // A failure here is only a stale "last success" in `walhook status`; the writes
-            // that settle events report a failing store.
-            self.recording_success = Some(in_background(&self.ctx.store, move |s| {
-                if let Err(e) = s.record_success(&name, at) {
-                    warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the last delivery in the state file");
-                }
-            }));
+        // A failure here is only a stale "last success" in `walhook status`; the writes that
+        // settle events report a failing store.
+        let started = self.success_record.start(&self.ctx.store, move |s| {
+            if let Err(e) = s.record_success(&name, at) {
+                warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the last delivery in the state file");
+            }
+        });
+        if started {
             self.unrecorded_success = None;
-            self.success_recorded = Some(Instant::now());
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 pub use error::StateError;
 pub use millis::UnixMillis;
 pub use pending::{Failure, PendingEvent, PendingInsert, Retry};
-pub use shared::{in_background, with_store};
+pub use shared::{with_store, PeriodicWrite};
 pub use store::Store;
 pub use subscribers::{LastError, SubscriberStatus};
 
