@@ -10,7 +10,7 @@
 pub(crate) mod harness;
 mod kills;
 mod memory;
-mod oracle;
+pub(crate) mod oracle;
 mod postgres;
 pub(crate) mod raw_http;
 mod receivers;

@@ -339,3 +339,77 @@ pub(crate) fn only_redeliveries(what: &str, checked: &Checked, output: &str) {
         "{what}: accepted more than once with no failed attempt logged: {unexplained:?}"
     );
 }
+
+/// An oracle slot kept beside a test's walhook, so that a test which finds events missing
+/// shows whether Postgres decoded them for another slot: when the test fails (panics), the
+/// witness prints every change the oracle decoded since it was created, with its commit LSN,
+/// before the slot is dropped. A change the oracle lists but the receiver never got was
+/// decoded by Postgres and lost on walhook's side of the slot; a change missing from both was
+/// never decoded for the publication at all.
+pub(crate) struct Witness {
+    oracle: Option<Oracle>,
+    url: String,
+}
+
+impl Witness {
+    /// Creates the oracle slot on `publication` (walhook's, once walhook has created it).
+    pub(crate) async fn create(
+        client: &tokio_postgres::Client,
+        url: &str,
+        publication: &str,
+    ) -> Witness {
+        Witness {
+            oracle: Some(Oracle::create(client, publication).await),
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let Some(oracle) = self.oracle.take() else {
+            return;
+        };
+        let report = std::thread::panicking();
+        let url = self.url.clone();
+        // Drop cannot await: a thread of its own runs the queries on a runtime of its own.
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = crate::support::connect(&url).await;
+                if report {
+                    // What each slot's decoder handed its output plugin (Postgres 14+): a
+                    // transaction of the test's database that reached pgoutput is counted
+                    // here whether or not pgoutput then sent anything.
+                    if let Ok(rows) = client
+                        .query(
+                            "SELECT slot_name::text, total_txns, total_bytes FROM pg_stat_replication_slots \
+                             WHERE slot_name IN ($1, $2)",
+                            &[&oracle.publication, &oracle.slot],
+                        )
+                        .await
+                    {
+                        for row in rows {
+                            let (slot, txns, bytes): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                            eprintln!("slot {slot}: {txns} transaction(s), {bytes} bytes of changes decoded for the output plugin");
+                        }
+                    }
+                    let decoded = oracle.expected(&client).await;
+                    eprintln!(
+                        "witness slot {}: Postgres decoded {} change(s) for the publication since it was created:",
+                        oracle.slot,
+                        decoded.len()
+                    );
+                    for change in &decoded {
+                        eprintln!("  {} row {} (commit {})", change.id, change.row, change.commit_lsn);
+                    }
+                }
+                oracle.drop(&client).await;
+            })
+        });
+        let _ = done.join();
+    }
+}

@@ -92,7 +92,9 @@ impl Server {
     }
 
     fn start_throwaway() -> Server {
-        let cluster = Cluster::start("");
+        let extra = std::env::var("WALHOOK_TEST_PG_CONF").unwrap_or_default();
+        let cluster = Cluster::start(&extra.replace(';', "\n"));
+        keep_log_on_failure(&cluster.dir);
         spawn_reaper(&cluster.bin, &cluster.dir, cluster.as_root);
         let server = Server {
             host: "127.0.0.1".into(),
@@ -157,7 +159,8 @@ impl Cluster {
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_replication_slots = 100\nmax_wal_senders = 100\n\
              max_connections = 300\nfsync = off\nfull_page_writes = off\n\
-             shared_buffers = 128MB\nwal_sender_timeout = 60s\nlog_min_messages = warning\n{}{extra_conf}\n",
+             shared_buffers = 128MB\nwal_sender_timeout = 60s\nlog_min_messages = log\n\
+             log_replication_commands = on\nlog_line_prefix = '%m [%p] %d %a: '\n{}{extra_conf}\n",
             dir.display(),
             if ssl {
                 format!(
@@ -290,8 +293,11 @@ fn spawn_reaper(bin: &Path, dir: &Path, as_root: bool) {
         dir.join("data").display()
     );
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{}'",
-        dir.display(),
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; \
+         if [ -e '{dir}/failed' ]; then mkdir -p '{kept}' && cp '{dir}/log' '{kept}/{pid}.log'; fi; \
+         rm -rf '{dir}'",
+        dir = dir.display(),
+        kept = kept_logs_dir().display(),
         pid = std::process::id()
     );
     Command::new("sh")
@@ -301,6 +307,30 @@ fn spawn_reaper(bin: &Path, dir: &Path, as_root: bool) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn the cluster reaper");
+}
+
+/// Where the shared cluster's server log is kept after a test process in which a test failed.
+pub fn kept_logs_dir() -> PathBuf {
+    std::env::temp_dir().join("walhook-test-pg-logs")
+}
+
+/// Marks the cluster as one to keep the log of as soon as any test panics (fails), and says
+/// where the log will be: the reaper copies it there once the test process has exited. The
+/// server log is what tells a walsender that decoded nothing from walhook dropping something.
+fn keep_log_on_failure(dir: &Path) {
+    let marker = dir.join("failed");
+    let kept = kept_logs_dir().join(format!("{}.log", std::process::id()));
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !marker.exists() {
+            let _ = std::fs::write(&marker, b"");
+            eprintln!(
+                "a test failed: the test cluster's server log will be kept at {}",
+                kept.display()
+            );
+        }
+        default_hook(info);
+    }));
 }
 
 /// A test CA and a server certificate for `localhost` / 127.0.0.1, when openssl is installed.
