@@ -73,15 +73,20 @@ pub(crate) fn source_section(db: &TestDb) -> String {
     )
 }
 
+/// Whether a walsender streams from `slot`: a slot is also `active` while
+/// `pg_create_logical_replication_slot` is still building it (held by the creating backend,
+/// with no `confirmed_flush_lsn` yet), and a change committed then lies before the slot's
+/// consistent point, which no slot ever streams. Only a walsender holding the slot means that
+/// what is committed next will be streamed.
+pub(crate) const STREAMING_SQL: &str = "SELECT 1 FROM pg_replication_slots s \
+     JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1";
+
 /// Waits until walhook streams from `slot`, so what is written next is captured.
 pub(crate) async fn wait_streaming(client: &tokio_postgres::Client, slot: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let active = client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&slot],
-            )
+            .query_opt(STREAMING_SQL, &[&slot])
             .await
             .unwrap()
             .is_some();
@@ -416,4 +421,49 @@ async fn a_down_receiver_does_not_hold_the_slot_and_gets_everything_later() {
             .starts_with(&format!("evt_{}_", lsn.to_hex16())));
     }
     walhook.stop().await;
+}
+
+/// Waits until walhook streams from the test's slot, then keeps a witness slot beside it (see
+/// [`crate::faults::oracle::Witness`]): if the test fails, it shows what Postgres decoded.
+pub(crate) async fn wait_streaming_witnessed(
+    client: &tokio_postgres::Client,
+    db: &TestDb,
+) -> crate::faults::oracle::Witness {
+    wait_streaming(client, db.name()).await;
+    crate::faults::oracle::Witness::create(client, &db.url(), db.name()).await
+}
+
+/// The orders a test committed, each with the WAL position its insert was written at, printed
+/// if the test fails: the lines to look for in the server log and walhook's trace.
+#[derive(Default, Clone)]
+pub(crate) struct Writes(std::sync::Arc<std::sync::Mutex<Vec<(i64, String)>>>);
+
+impl Writes {
+    /// Inserts order `id` in a transaction of its own.
+    pub(crate) async fn insert_order(&self, client: &tokio_postgres::Client, id: i64) {
+        let row = client
+            .query_one(
+                "INSERT INTO orders VALUES ($1, 1, 'new', 1) RETURNING pg_current_wal_insert_lsn()::text",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        self.0.lock().unwrap().push((id, row.get(0)));
+    }
+}
+
+impl Drop for Writes {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::sync::Arc::strong_count(&self.0) == 1 {
+            let writes = self.0.lock().unwrap();
+            let listed: Vec<String> = writes
+                .iter()
+                .map(|(id, lsn)| format!("{id}@{lsn}"))
+                .collect();
+            eprintln!(
+                "orders committed (id@WAL position of the insert): {}",
+                listed.join(" ")
+            );
+        }
+    }
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use walhook::source::Lsn;
 
-use crate::e2e::{current_lsn, shop, slot_lsn, source_section, state_dir, wait_streaming, Walhook};
+use crate::e2e::{
+    current_lsn, shop, slot_lsn, source_section, state_dir, wait_streaming,
+    wait_streaming_witnessed, Walhook, Writes,
+};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::TestDb;
 
@@ -131,16 +134,14 @@ async fn status_shows_the_backlog_of_a_subscriber_that_is_down() {
     );
     let config_file = write_config(&dir, "walhook.toml", &config);
     let walhook = Walhook::start(&config, &dir);
-    wait_streaming(&client, db.name()).await;
+    let _witness = wait_streaming_witnessed(&client, &db).await;
 
     // WHEN 5 orders are committed, one transaction each
     let before_first = unix_ms();
     let mut first_committed = 0;
+    let writes = Writes::default();
     for id in 1i64..=5 {
-        client
-            .execute("INSERT INTO orders VALUES ($1, 1, 'new', 1)", &[&id])
-            .await
-            .unwrap();
+        writes.insert_order(&client, id).await;
         if id == 1 {
             first_committed = unix_ms();
         }
@@ -210,13 +211,11 @@ async fn status_shows_a_subscriber_paused_by_410_gone() {
     );
     let config_file = write_config(&dir, "walhook.toml", &config);
     let walhook = Walhook::start(&config, &dir);
-    wait_streaming(&client, db.name()).await;
+    let _witness = wait_streaming_witnessed(&client, &db).await;
 
     // WHEN an order is committed
-    client
-        .execute("INSERT INTO orders VALUES (1, 1, 'new', 1)", &[])
-        .await
-        .unwrap();
+    let writes = Writes::default();
+    writes.insert_order(&client, 1).await;
 
     // THEN status shows `s` paused, with why, and the event dead-lettered
     let report = wait_status(&config_file, |r| subscriber(r, "s")["paused"] == true).await;

@@ -366,10 +366,7 @@ pub(crate) async fn wait_streaming(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let active = client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&slot],
-            )
+            .query_opt(crate::e2e::STREAMING_SQL, &[&slot])
             .await
             .unwrap()
             .is_some();
