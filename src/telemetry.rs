@@ -27,6 +27,9 @@ pub const REPLICATION_UP: &str = "walhook_replication_connected";
 /// Seconds since the last standby status update was sent (gauge, set when scraped).
 pub const STATUS_UPDATE_AGE: &str = "walhook_status_update_age_seconds";
 
+/// Canaries the walsender passed without sending them (counter; see `source.canary`).
+pub const CANARY_GAPS: &str = "walhook_canary_gaps_total";
+
 /// Label keys.
 pub const LABEL_SUBSCRIBER: &str = "subscriber";
 pub const LABEL_EVENT_TYPE: &str = "event_type";
@@ -57,6 +60,10 @@ pub fn describe() {
         "Events held in the state store for a later attempt"
     );
     describe_gauge!(SLOT_LAG_BYTES, "Bytes of WAL the replication slot retains");
+    describe_counter!(
+        CANARY_GAPS,
+        "Canaries the walsender decoded past without sending them (each one ends the replication session)"
+    );
     describe_gauge!(
         CONFIRMED_LSN,
         "The LSN walhook last confirmed to Postgres, as a number"

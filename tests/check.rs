@@ -26,6 +26,7 @@ async fn findings(
             slot: name,
             publication: name,
             tables,
+            canary: None,
         },
     )
     .await

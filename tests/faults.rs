@@ -7,6 +7,7 @@
 //! Longer runs: `WALHOOK_SOAK=1 cargo test --test main faults::kills` (or `-- --ignored`).
 //! `WALHOOK_FAULT_SEED=<n>` replays a run's random choices.
 
+mod canary;
 pub(crate) mod harness;
 mod kills;
 mod memory;

@@ -30,14 +30,14 @@ impl Running {
             publication: name.to_string(),
             status_interval,
             health: Arc::new(Health::default()),
+            canary: None,
         };
         let (tx, events) = mpsc::channel(1024);
         let (confirm, mut confirmed) = watch::channel(Lsn(0));
         let (stop, mut stopping) = watch::channel(false);
-        let task =
-            tokio::spawn(
-                async move { stream(&settings, &tx, &mut confirmed, &mut stopping).await },
-            );
+        let task = tokio::spawn(async move {
+            stream(&settings, &tx, &mut confirmed, &mut stopping, None).await
+        });
         Running {
             events,
             confirm,

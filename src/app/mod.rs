@@ -118,6 +118,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         publication: config.source.publication.clone(),
         status_interval: config.source.status_interval,
         health,
+        canary: config
+            .source
+            .canary
+            .clone()
+            .map(|table| (table, config.source.heartbeat_interval)),
     };
     let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
     let (problem_tx, problems) = mpsc::channel(1);
@@ -191,6 +196,7 @@ async fn prepare_database(
         slot: &config.source.slot,
         publication: &config.source.publication,
         tables: &tables,
+        canary: config.source.canary.as_ref(),
     };
     let statements = provision::plan(&client, &target).await?;
     for statement in &statements {

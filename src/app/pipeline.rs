@@ -247,7 +247,23 @@ impl Pipeline {
                     self.advance();
                 }
             }
+            SourceEvent::Replay { from } => self.replay(from),
         }
+    }
+
+    /// Everything committed after `from` comes again and is handed out again, even what was
+    /// handed out before. A transaction half read is closed where it stands: its events are out
+    /// and settle as usual, and it comes again whole.
+    fn replay(&mut self, from: Lsn) {
+        warn!(%from, "reading the stream again from the canary's position; events after it may be delivered twice");
+        if let Some(open) = self.open.take() {
+            self.acks.commit(open.txn, from);
+        }
+        self.skipping = false;
+        self.last_commit = self.last_commit.min(from);
+        self.acks.rewind(from);
+        self.confirmed_tx.send_replace(self.acks.confirmed());
+        self.advance();
     }
 
     /// Queues `job` for its subscriber's worker. A closed queue means the worker stopped (the

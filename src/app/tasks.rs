@@ -2,6 +2,7 @@
 //! reconnects, and the slot guard with its heartbeat.
 
 use super::*;
+use crate::source::canary::Canary;
 
 /// Streams, reconnecting with backoff after transient failures, until stopped.
 pub(super) async fn run_source(
@@ -16,9 +17,31 @@ pub(super) async fn run_source(
         .with_jitter()
         .without_max_times()
         .build();
+    let slot_confirmed = *confirmed.borrow();
+    let mut canary = match &settings.canary {
+        Some((table, every)) => Some(
+            Canary::start(
+                settings.spec.clone(),
+                table.clone(),
+                (&settings.slot, &settings.publication),
+                *every,
+                slot_confirmed,
+            )
+            .await,
+        ),
+        None => None,
+    };
     loop {
         let started = Instant::now();
-        match stream(&settings, &events, &mut confirmed, &mut stop).await {
+        match stream(
+            &settings,
+            &events,
+            &mut confirmed,
+            &mut stop,
+            canary.as_mut(),
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() && !*stop.borrow() => {
                 if started.elapsed() > Duration::from_secs(60) {

@@ -121,3 +121,44 @@ async fn a_job_for_a_stopped_worker_is_never_confirmed() {
     // stored, so the slot must keep its WAL
     assert_eq!(pipeline.acks.confirmed(), Lsn(0x100));
 }
+
+#[tokio::test]
+async fn a_replay_hands_out_again_what_came_after_its_position() {
+    // GIVEN transactions at 0x200 and 0x300 handed out, settled and confirmed, and one at
+    // 0x400 half read (its Begin and change are out, its Commit not yet)
+    let (mut pipeline, mut jobs) = pipeline(Lsn(0x100));
+    for commit in [Lsn(0x200), Lsn(0x300)] {
+        one_transaction(&mut pipeline, commit).await;
+        let job = jobs.recv().await.unwrap();
+        pipeline.settle(&[job.txn]);
+    }
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x330));
+    pipeline
+        .handle(SourceEvent::Begin {
+            commit_lsn: Lsn(0x400),
+            xid: 7,
+        })
+        .await;
+    pipeline
+        .handle(SourceEvent::Change(insert(Lsn(0x400), 1)))
+        .await;
+    let half = jobs.recv().await.unwrap();
+
+    // WHEN the source asks for everything after 0x250 to be read again
+    pipeline
+        .handle(SourceEvent::Replay { from: Lsn(0x250) })
+        .await;
+
+    // THEN the confirmed position goes back to 0x250 (it was never reported past the canary)
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x250));
+    assert_eq!(*pipeline.confirmed_tx.borrow(), Lsn(0x250));
+    // AND the transaction at 0x300, sent again, is handed out again
+    let end = one_transaction(&mut pipeline, Lsn(0x300)).await;
+    let again = jobs.recv().await.unwrap();
+    assert_eq!(again.event.id, "evt_0000000000000300_0");
+    // AND the half-read one confirms nothing past 0x250 when its job settles
+    pipeline.settle(&[half.txn]);
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x250));
+    pipeline.settle(&[again.txn]);
+    assert_eq!(pipeline.acks.confirmed(), end);
+}

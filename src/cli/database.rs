@@ -30,6 +30,7 @@ pub async fn check(config: &Config) -> anyhow::Result<ExitCode> {
             slot: &config.source.slot,
             publication: &config.source.publication,
             tables: &tables,
+            canary: config.source.canary.as_ref(),
         },
     )
     .await
@@ -108,6 +109,7 @@ fn target<'a>(config: &'a Config, tables: &'a [&'a crate::config::TableName]) ->
         slot: &config.source.slot,
         publication: &config.source.publication,
         tables,
+        canary: config.source.canary.as_ref(),
     }
 }
 

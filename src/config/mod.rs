@@ -57,6 +57,9 @@ pub struct SourceConfig {
     /// Events decoded but not yet settled that walhook holds in memory before it pauses
     /// reading the stream.
     pub max_unsettled: usize,
+    /// The canary table: walhook writes a row to it in a transaction of its own and checks
+    /// that the stream carries it (see `source::canary`). `None`: no canary.
+    pub canary: Option<TableName>,
 }
 
 #[derive(Debug, Clone)]

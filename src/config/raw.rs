@@ -30,6 +30,7 @@ pub struct RawSource {
     pub heartbeat_interval: Option<String>,
     pub lag_warn: Option<String>,
     pub max_unsettled: Option<i64>,
+    pub canary: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

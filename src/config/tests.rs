@@ -295,3 +295,57 @@ fn example_config_in_the_repository_is_valid() {
     assert_eq!(config.events.len(), 3);
     assert_eq!(config.subscribers.len(), 2);
 }
+
+#[test]
+fn the_canary_is_a_table_of_walhooks_own() {
+    let config = parse(
+        r#"
+        source.url = "postgres://h/db"
+        source.canary = "ops.walhook_canary"
+        subscribers.s.url = "http://127.0.0.1:9/s"
+        [[events]]
+        type = "order.created"
+        table = "public.orders"
+        subscribers = ["s"]
+        "#,
+        Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    let canary = config.source.canary.unwrap();
+    assert_eq!(
+        (canary.schema.as_str(), canary.name.as_str()),
+        ("ops", "walhook_canary")
+    );
+
+    let errors = errors_of(
+        r#"
+        source.url = "postgres://h/db"
+        source.canary = "walhook_canary"
+        subscribers.s.url = "http://127.0.0.1:9/s"
+        [[events]]
+        type = "order.created"
+        table = "public.orders"
+        subscribers = ["s"]
+        "#,
+    );
+    assert_eq!(
+        errors,
+        ["source.canary: must be written `schema.table`, e.g. `public.walhook_canary`; got `walhook_canary`"]
+    );
+    let errors = errors_of(
+        r#"
+        source.url = "postgres://h/db"
+        source.canary = "public.orders"
+        subscribers.s.url = "http://127.0.0.1:9/s"
+        [[events]]
+        type = "order.created"
+        table = "public.orders"
+        subscribers = ["s"]
+        "#,
+    );
+    assert_eq!(
+        errors,
+        ["source.canary: must be a table of walhook's own, not one that [[events]] rules map, e.g. `public.walhook_canary`; got `public.orders`"]
+    );
+}

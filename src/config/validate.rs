@@ -165,6 +165,15 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigErr
         }
     }
 
+    if let Some(canary) = &source.canary {
+        if events.iter().any(|rule| &rule.table == canary) {
+            errors.add(
+                "source.canary",
+                format!("must be a table of walhook's own, not one that [[events]] rules map, e.g. `public.walhook_canary`; got `{canary}`"),
+            );
+        }
+    }
+
     if errors.0.is_empty() {
         Ok(Config {
             source,
@@ -191,6 +200,7 @@ fn validate_source(raw: Option<super::raw::RawSource>, errors: &mut Errors) -> S
             "heartbeat_interval",
             "lag_warn",
             "max_unsettled",
+            "canary",
         ],
     );
     let url = match raw.url {
@@ -240,6 +250,31 @@ fn validate_source(raw: Option<super::raw::RawSource>, errors: &mut Errors) -> S
         ),
         lag_warn_bytes,
         max_unsettled: errors.count("source.max_unsettled", raw.max_unsettled, 20_000, "20000"),
+        canary: raw
+            .canary
+            .map(|text| table_name("source.canary", text, "public.walhook_canary", errors)),
+    }
+}
+
+/// `schema.table` as the config writes it; an error names `key` and shows `example`.
+fn table_name(key: &str, text: String, example: &str, errors: &mut Errors) -> TableName {
+    match text.split_once('.') {
+        Some((schema, name)) if !schema.is_empty() && !name.is_empty() && !name.contains('.') => {
+            TableName {
+                schema: schema.to_string(),
+                name: name.to_string(),
+            }
+        }
+        _ => {
+            errors.add(
+                key,
+                format!("must be written `schema.table`, e.g. `{example}`; got `{text}`"),
+            );
+            TableName {
+                schema: String::new(),
+                name: text,
+            }
+        }
     }
 }
 
@@ -417,25 +452,12 @@ fn validate_event(i: usize, raw: RawEvent, subscribers: &[&str], errors: &mut Er
             format!("must be a dot-separated name of letters, digits, `_` and `-`, e.g. `order.created`; got `{event_type}`"),
         );
     }
-    let table_text = raw.table.unwrap_or_default();
-    let table = match table_text.split_once('.') {
-        Some((schema, name)) if !schema.is_empty() && !name.is_empty() && !name.contains('.') => {
-            TableName {
-                schema: schema.to_string(),
-                name: name.to_string(),
-            }
-        }
-        _ => {
-            errors.add(
-                format!("{at}.table"),
-                format!("must be written `schema.table`, e.g. `public.orders`; got `{table_text}`"),
-            );
-            TableName {
-                schema: String::new(),
-                name: table_text,
-            }
-        }
-    };
+    let table = table_name(
+        &format!("{at}.table"),
+        raw.table.unwrap_or_default(),
+        "public.orders",
+        errors,
+    );
     let operations = match raw.operations {
         None => Operation::ALL.to_vec(),
         Some(names) => {

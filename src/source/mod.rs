@@ -28,6 +28,7 @@ pub use value::{encode_text, push_json_string, PgType, TypeRegistry, ValueError}
 pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
 
 mod assembler;
+pub mod canary;
 pub mod prerequisites;
 pub mod provision;
 pub mod slot_info;

@@ -38,6 +38,8 @@ pub struct Expectations<'a> {
     pub slot: &'a str,
     pub publication: &'a str,
     pub tables: &'a [&'a TableName],
+    /// The canary table (`source.canary`), which must exist and be published too.
+    pub canary: Option<&'a TableName>,
 }
 
 /// Runs every check; a failing query is itself a finding, so one problem never hides others.
@@ -98,7 +100,7 @@ async fn check_tables(
     role: &str,
     findings: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
-    for table in want.tables {
+    for table in want.tables.iter().copied().chain(want.canary) {
         let readable = sql::table_readable(table);
         let row = client
             .query_opt(
@@ -111,10 +113,20 @@ async fn check_tables(
             )
             .await?;
         let Some(row) = row else {
-            findings.push(Finding::problem(
-                format!("table {readable} does not exist"),
-                format!("create the table, or correct `table = \"{table}\"` in the config"),
-            ));
+            findings.push(if want.canary == Some(table) {
+                Finding::problem(
+                    format!("canary table {readable} does not exist"),
+                    format!(
+                        "run `walhook setup --apply` (or `walhook run`), which creates it, or: {}",
+                        super::canary::create_statements(table).join(" ")
+                    ),
+                )
+            } else {
+                Finding::problem(
+                    format!("table {readable} does not exist"),
+                    format!("create the table, or correct `table = \"{table}\"` in the config"),
+                )
+            });
             continue;
         };
         let (identity, has_pk, can_select): (String, bool, bool) =
@@ -156,7 +168,13 @@ async fn check_publication(
         )
         .await?;
     let Some(row) = publication else {
-        let tables: Vec<String> = want.tables.iter().map(|t| sql::table(t)).collect();
+        let tables: Vec<String> = want
+            .tables
+            .iter()
+            .copied()
+            .chain(want.canary)
+            .map(sql::table)
+            .collect();
         findings.push(Finding::problem(
             format!("publication `{}` does not exist", want.publication),
             format!(
@@ -191,7 +209,7 @@ async fn check_publication(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut missing = Vec::new();
-    for table in want.tables {
+    for table in want.tables.iter().copied().chain(want.canary) {
         let present = all_tables
             || published
                 .iter()

@@ -14,6 +14,8 @@ pub struct Target<'a> {
     pub slot: &'a str,
     pub publication: &'a str,
     pub tables: &'a [&'a TableName],
+    /// The canary table (`source.canary`): created if missing, and published.
+    pub canary: Option<&'a TableName>,
 }
 
 /// Why the plan could not be made or applied.
@@ -37,15 +39,7 @@ pub async fn plan(
 ) -> Result<Vec<String>, ProvisionError> {
     let mut missing_tables = Vec::new();
     for table in target.tables {
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                &[&table.schema, &table.name],
-            )
-            .await?
-            .is_some();
-        if !exists {
+        if !table_exists(client, table).await? {
             missing_tables.push(sql::table_readable(table));
         }
     }
@@ -54,6 +48,12 @@ pub async fn plan(
     }
 
     let mut statements = Vec::new();
+    if let Some(canary) = target.canary {
+        if !table_exists(client, canary).await? {
+            statements.extend(super::canary::create_statements(canary));
+        }
+    }
+    let published: Vec<&TableName> = target.tables.iter().copied().chain(target.canary).collect();
     let publication = sql::ident(target.publication);
     let all_ops = "insert, update, delete, truncate";
     let existing = client
@@ -65,7 +65,7 @@ pub async fn plan(
         .await?;
     match existing {
         None => {
-            let tables: Vec<String> = target.tables.iter().map(|t| sql::table(t)).collect();
+            let tables: Vec<String> = published.iter().map(|t| sql::table(t)).collect();
             statements.push(format!(
                 "CREATE PUBLICATION {publication} FOR TABLE {} WITH (publish = '{all_ops}');",
                 tables.join(", ")
@@ -83,7 +83,7 @@ pub async fn plan(
                 ));
             }
             if !all_tables {
-                let published: Vec<(String, String)> = client
+                let in_publication: Vec<(String, String)> = client
                     .query(
                         "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
                         &[&target.publication],
@@ -92,11 +92,10 @@ pub async fn plan(
                     .iter()
                     .map(|r| (r.get(0), r.get(1)))
                     .collect();
-                let missing: Vec<String> = target
-                    .tables
+                let missing: Vec<String> = published
                     .iter()
                     .filter(|t| {
-                        !published
+                        !in_publication
                             .iter()
                             .any(|(s, n)| *s == t.schema && *n == t.name)
                     })
@@ -125,6 +124,20 @@ pub async fn plan(
         ));
     }
     Ok(statements)
+}
+
+async fn table_exists(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&table.schema, &table.name],
+        )
+        .await?
+        .is_some())
 }
 
 /// Runs each statement on its own, in order (a slot cannot be created in a transaction that

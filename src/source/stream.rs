@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, trace};
+use tracing::{debug, error, info, trace};
 
 use super::assembler::{AssembleError, Assembled, Assembler};
+use super::canary::{Canary, Gap};
 use super::catalog::{resolve_type, CatalogError};
 use super::connect::{connect_sql, ConnectError, ConnectSpec};
 use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
@@ -16,7 +17,7 @@ use super::replication::{ReplicationClient, ReplicationError, ReplicationStream}
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
 use super::{Change, Lsn};
-use crate::telemetry::{Health, EVENTS_DECODED};
+use crate::telemetry::{Health, CANARY_GAPS, EVENTS_DECODED};
 
 /// What the source hands the pipeline, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,12 @@ pub enum SourceEvent {
     CaughtUp {
         wal_end: Lsn,
     },
+    /// The walsender passed walhook's canary without sending it, so what it sent after `from`
+    /// may be incomplete: the session reconnects and everything committed after `from` comes
+    /// again, to be handed out again (receivers de-duplicate on event ids).
+    Replay {
+        from: Lsn,
+    },
 }
 
 /// Where and what to stream.
@@ -54,6 +61,9 @@ pub struct SourceSettings {
     pub status_interval: Duration,
     /// Where the session reports that it streams and sends status updates (for `/ready`).
     pub health: Arc<Health>,
+    /// The canary table and how often a canary is written (`source.canary`,
+    /// `source.heartbeat_interval`).
+    pub canary: Option<(crate::config::TableName, Duration)>,
 }
 
 /// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.
@@ -81,6 +91,8 @@ pub enum SourceError {
     PipelineClosed,
     #[error("Postgres ended the replication stream (restarting or shutting down?)")]
     ServerEnded,
+    #[error("{gap}: the stream may lack changes; reconnecting to read it again from {}", gap.before)]
+    CanaryGap { gap: Gap },
 }
 
 impl SourceError {
@@ -88,7 +100,9 @@ impl SourceError {
     /// decode will not.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Catalog(_) | Self::ServerEnded => true,
+            Self::Connect(_) | Self::Catalog(_) | Self::ServerEnded | Self::CanaryGap { .. } => {
+                true
+            }
             // Connection loss and server restarts pass; bad credentials, a missing slot or one
             // in use by another process (SQLSTATE 55006) need the operator.
             Self::Replication(e) => match e {
@@ -106,11 +120,17 @@ impl SourceError {
 /// Streams until `shutdown` turns true (then sends a final status update and CopyDone and
 /// returns `Ok`), or until an error. `confirmed` carries the LSN the ack tracker confirmed; it
 /// never moves backward.
+///
+/// With a `canary`, the session writes canaries and checks that the stream carries them (see
+/// [`super::canary`]): it reports nothing as flushed from an owed canary on, and ends with
+/// [`SourceError::CanaryGap`] (after asking the pipeline to [`SourceEvent::Replay`]) when the
+/// walsender passes one without sending it.
 pub async fn stream(
     settings: &SourceSettings,
     events: &mpsc::Sender<SourceEvent>,
     confirmed: &mut watch::Receiver<Lsn>,
     shutdown: &mut watch::Receiver<bool>,
+    mut canary: Option<&mut Canary>,
 ) -> Result<(), SourceError> {
     let sql = connect_sql(&settings.spec).await?;
     let client = ReplicationClient::connect(&settings.spec).await?;
@@ -118,7 +138,11 @@ pub async fn stream(
         .start_replication(&settings.slot, &settings.publication, Lsn(0))
         .await?;
     let _streaming = Streaming::start(&settings.health);
+    if let Some(canary) = canary.as_deref_mut() {
+        canary.session_started();
+    }
     let mut session = Session {
+        canary,
         stream,
         sql,
         events,
@@ -147,6 +171,7 @@ pub async fn stream(
 }
 
 struct Session<'a> {
+    canary: Option<&'a mut Canary>,
     stream: ReplicationStream,
     sql: tokio_postgres::Client,
     events: &'a mpsc::Sender<SourceEvent>,
@@ -199,9 +224,13 @@ impl Session<'_> {
                 _ = stopped(shutdown) => return Ok(()),
                 // 2. Progress: report newly confirmed positions (at most once per tick).
                 _ = tick.tick() => {
+                    if let Some(canary) = self.canary.as_deref_mut() {
+                        canary.tick();
+                    }
                     let lsn = *confirmed.borrow();
                     let due = self.last_status.elapsed() >= self.status_interval;
-                    if due || self.sent != Some(lsn) {
+                    let flush = self.flushable(lsn);
+                    if due || self.sent != Some(flush) {
                         self.send_status(lsn, false).await?;
                     }
                 }
@@ -231,6 +260,7 @@ impl Session<'_> {
             ReplicationMessage::PrimaryKeepalive(keepalive) => {
                 self.received = self.received.max(keepalive.wal_end);
                 trace!(wal_end = %keepalive.wal_end, in_transaction = self.in_transaction, "keepalive");
+                self.check_canary(keepalive.wal_end, confirmed).await?;
                 if keepalive.reply_requested {
                     let lsn = *confirmed.borrow();
                     self.send_status(lsn, false).await?;
@@ -267,10 +297,14 @@ impl Session<'_> {
                 for item in assembled.drain(..) {
                     let event = match item {
                         Assembled::Begin { commit_lsn, xid } => {
+                            self.check_canary(commit_lsn, confirmed).await?;
                             self.in_transaction = true;
                             SourceEvent::Begin { commit_lsn, xid }
                         }
                         Assembled::Change(change) => {
+                            if let Some(canary) = self.canary.as_deref_mut() {
+                                canary.arrived(&change);
+                            }
                             self.decoded.increment(1);
                             SourceEvent::Change(change)
                         }
@@ -359,7 +393,53 @@ impl Session<'_> {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// What may be reported as flushed: `confirmed`, but never an owed canary's position or
+    /// past it, so the slot keeps every transaction from the canary on until it arrives.
+    fn flushable(&mut self, confirmed: Lsn) -> Lsn {
+        match self.canary.as_deref_mut() {
+            Some(canary) => {
+                canary.drain();
+                canary
+                    .watch
+                    .cap()
+                    .map_or(confirmed, |cap| confirmed.min(cap))
+            }
+            None => confirmed,
+        }
+    }
+
+    /// Ends the session if the walsender, having decoded up to `decoded_to`, passed an owed
+    /// canary: the gap is logged and counted, the pipeline is told to read everything from the
+    /// canary's position again, and the caller reconnects.
+    async fn check_canary(
+        &mut self,
+        decoded_to: Lsn,
+        confirmed: &watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        let Some(canary) = self.canary.as_deref_mut() else {
+            return Ok(());
+        };
+        canary.drain();
+        let Some(gap) = canary.watch.check(decoded_to) else {
+            return Ok(());
+        };
+        error!(
+            canary_table = %canary.watch.table(),
+            seq = gap.seq,
+            before = %gap.before,
+            after = %gap.after,
+            decoded_to = %gap.decoded_to,
+            "the walsender passed walhook's canary without sending it: changes committed after {} may be missing from this session; walhook confirms nothing from there on, reads the stream again from there, and reconnects (is the canary table still in the publication?)",
+            gap.before
+        );
+        metrics::counter!(CANARY_GAPS).increment(1);
+        self.hand_over(SourceEvent::Replay { from: gap.before }, confirmed)
+            .await?;
+        Err(SourceError::CanaryGap { gap })
+    }
+
     async fn send_status(&mut self, confirmed: Lsn, reply: bool) -> Result<(), SourceError> {
+        let confirmed = self.flushable(confirmed);
         let update = StandbyStatusUpdate {
             write: self.received.max(confirmed),
             flush: confirmed,

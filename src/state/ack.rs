@@ -18,7 +18,9 @@ struct Entry {
     outstanding: usize,
 }
 
-/// Follows transactions in stream order. The confirmed LSN never moves backward.
+/// Follows transactions in stream order. The confirmed LSN never moves backward, but for
+/// [`AckTracker::rewind`]: the stream is read again from a position that was never reported
+/// to Postgres as flushed.
 #[derive(Debug)]
 pub struct AckTracker {
     entries: VecDeque<Entry>,
@@ -118,6 +120,19 @@ impl AckTracker {
         (self.confirmed > before).then_some(self.confirmed)
     }
 
+    /// Everything after `to` will be read again (the walsender passed a canary without sending
+    /// it, so what it sent after `to` may be incomplete): the confirmed LSN goes back to `to`
+    /// if it was past it, and no transaction already tracked may carry it past `to` any more.
+    /// Only for a position walhook never reported as flushed, so Postgres sees no step back.
+    pub fn rewind(&mut self, to: Lsn) {
+        self.confirmed = self.confirmed.min(to);
+        for entry in &mut self.entries {
+            if let Some(end) = &mut entry.end {
+                *end = (*end).min(to);
+            }
+        }
+    }
+
     fn entry(&mut self, txn: TxnId) -> Option<&mut Entry> {
         let index = txn.0.checked_sub(self.first)?;
         self.entries.get_mut(usize::try_from(index).ok()?)
@@ -183,6 +198,32 @@ mod tests {
         acks.caught_up(Lsn(400));
         assert_eq!(acks.advance(), None);
         assert_eq!(acks.confirmed(), Lsn(500));
+    }
+
+    #[test]
+    fn a_rewind_keeps_what_was_tracked_from_confirming_past_it() {
+        let mut acks = AckTracker::new(Lsn(0));
+        let a = acks.begin();
+        acks.commit(a, Lsn(300));
+        let b = acks.begin();
+        acks.add(b, 1);
+        acks.commit(b, Lsn(500));
+        acks.caught_up(Lsn(600));
+        assert_eq!(acks.advance(), Some(Lsn(300)));
+        // WHEN the stream is read again from 200
+        acks.rewind(Lsn(200));
+        assert_eq!(acks.confirmed(), Lsn(200));
+        // THEN b and the marker after it confirm no further than 200
+        acks.settle(b, 1);
+        assert_eq!(acks.advance(), None);
+        assert_eq!(acks.confirmed(), Lsn(200));
+        // AND what is read again confirms as it settles
+        let again = acks.begin();
+        acks.add(again, 1);
+        acks.commit(again, Lsn(300));
+        assert_eq!(acks.advance(), None);
+        acks.settle(again, 1);
+        assert_eq!(acks.advance(), Some(Lsn(300)));
     }
 
     #[test]
