@@ -84,6 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => None,
     };
     let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
+    log_what_the_state_holds(&config, &store);
     let slot_confirmed = prepare_database(&config, &spec, &store).await?;
     let mapper = Mapper::new(&config)?;
 
@@ -203,10 +204,10 @@ async fn prepare_database(
         info!(sql = %statement, "setting up");
     }
     provision::apply(&client, &statements).await?;
-    if statements
+    let created_slot = statements
         .iter()
-        .any(|s| s.contains("pg_create_logical_replication_slot"))
-    {
+        .any(|s| s.contains("pg_create_logical_replication_slot"));
+    if created_slot {
         record_initial_backfills(config, &client, store).await;
     }
     if let Some(problem) = slot_guard::slot_health(&client, &config.source.slot)
@@ -222,7 +223,32 @@ async fn prepare_database(
         )
         .await?;
     let text: String = row.get(0);
-    Ok(text.parse().unwrap_or_default())
+    let confirmed = text.parse().unwrap_or_default();
+    if created_slot {
+        // What a new slot streams starts at its consistent point; creating it waits for the
+        // transactions running when it began, and rows committed meanwhile are before it.
+        info!(slot = %config.source.slot, start = %confirmed, "replication slot created: it streams the changes committed after its start; rows committed before (even while it was being created) reach subscribers only through a backfill (initial_backfill)");
+    }
+    Ok(confirmed)
+}
+
+/// Says at start what the state file holds for each subscriber, so a restart's redeliveries
+/// and a backlog can be told apart from new traffic in the log.
+fn log_what_the_state_holds(config: &Config, store: &Mutex<Store>) {
+    for subscriber in &config.subscribers {
+        match with_store(store, |s| s.subscriber_status(&subscriber.name)) {
+            Ok(status) => info!(
+                subscriber = %subscriber.name,
+                held = status.pending,
+                dead_letters = status.dead_letters,
+                paused = status.paused.is_some(),
+                "state file at start"
+            ),
+            Err(e) => {
+                warn!(subscriber = %subscriber.name, error = %crate::error_chain(&e), "cannot read the state file's contents")
+            }
+        }
+    }
 }
 
 /// Records a backfill of every table mapped (with inserts) to each subscriber that asks for

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::source::canary::Canary;
+use tracing::Instrument;
 
 /// Streams, reconnecting with backoff after transient failures, until stopped.
 pub(super) async fn run_source(
@@ -33,6 +34,13 @@ pub(super) async fn run_source(
     };
     loop {
         let started = Instant::now();
+        // Every line the session logs names its slot and database, so several walhooks (or
+        // the tests' many) can be told apart in one log.
+        let session = tracing::info_span!(
+            "replication",
+            slot = %settings.slot,
+            database = %settings.spec.dbname
+        );
         match stream(
             &settings,
             &events,
@@ -40,6 +48,7 @@ pub(super) async fn run_source(
             &mut stop,
             canary.as_mut(),
         )
+        .instrument(session)
         .await
         {
             Ok(()) => return Ok(()),
