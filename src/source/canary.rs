@@ -214,6 +214,10 @@ pub struct Writer {
     table: TableName,
     publication: String,
     client: Option<tokio_postgres::Client>,
+    /// Test hook (`WALHOOK_TEST_CANARY_REPORT_DELAY_MS`): wait this long after the commit
+    /// before learning its upper bound, the window in which only the cap keeps the slot
+    /// from passing a canary the stream skipped.
+    report_delay: Option<Duration>,
 }
 
 impl Writer {
@@ -233,6 +237,10 @@ impl Writer {
             table: table.clone(),
             publication: publication.to_string(),
             client: None,
+            report_delay: std::env::var("WALHOOK_TEST_CANARY_REPORT_DELAY_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 
@@ -285,6 +293,7 @@ impl Writer {
         let slot = self.slot.clone();
         let upsert = self.upsert.clone();
         let (table, publication) = (self.table.clone(), self.publication.clone());
+        let report_delay = self.report_delay;
         let client = self.client().await?;
         client.batch_execute("BEGIN").await?;
         // A canary its table is not published for would never arrive, and rightly so: write
@@ -305,6 +314,10 @@ impl Writer {
         let before = parse_lsn(row.get(0))?;
         let _ = reports.send(Report::Pending { seq, before });
         client.batch_execute("COMMIT").await?;
+        if let Some(delay) = report_delay {
+            // Test hook: a writer slow to learn where its canary committed.
+            tokio::time::sleep(delay).await;
+        }
         let after: String = client
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await?
