@@ -46,8 +46,15 @@ find_pg_bin() {
     fi
     return 1
 }
+# None found: as root on Debian/Ubuntu the demo installs Debian's postgresql itself (server
+# and psql); anywhere else it says the one command to run.
+if ! PG_BIN="$(find_pg_bin)" && [[ -z "${PG_BIN:-}" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    say "No Postgres server binaries found: installing Debian's postgresql (apt-get install postgresql)"
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+        || die "apt-get install postgresql failed; install Postgres yourself, or set PG_BIN"
+fi
 PG_BIN="$(find_pg_bin)" || die "no Postgres server binaries found (initdb, pg_ctl, postgres, psql).
-  Install them (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@16),
+  Install them (Debian/Ubuntu: sudo apt-get install postgresql; macOS: brew install postgresql@16),
   or point PG_BIN at their directory: PG_BIN=/usr/lib/postgresql/16/bin bash demo/run.sh"
 for b in initdb pg_ctl postgres psql; do
     [[ -x "$PG_BIN/$b" ]] || die "$PG_BIN has no '$b' binary (set PG_BIN to a full Postgres bin directory)"

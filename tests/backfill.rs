@@ -564,3 +564,42 @@ async fn initial_backfill_sends_the_existing_rows_when_walhook_creates_the_slot(
     assert_eq!(done.rows_done, 50);
     walhook.stop().await;
 }
+
+/// Before Postgres 14, pgoutput sends no logical messages, and a backfill merges with the
+/// stream at watermarks written as such messages: walhook refuses it, saying why. From 14 on
+/// the same command is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_before_14_a_backfill_is_refused_with_the_reason() {
+    // GIVEN a mapped table with rows
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    items(&client, 10).await;
+    let receiver = Receiver::start().await;
+    let dir = fresh_dir(&db);
+    let config_file = write_config(&dir, &config(&db, &receiver, ""));
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // WHEN a backfill is asked for
+    let (code, stdout, stderr) = cli(
+        &config_file,
+        &["backfill", "--table", "public.items", "--detach"],
+    )
+    .await;
+    if version < 140_000 {
+        // THEN before 14 it is refused with the reason and what to do, and nothing is recorded
+        assert_eq!(code, 1, "{stdout}");
+        assert!(
+            stderr.contains("backfills need Postgres 14 or later")
+                && stderr.contains("Copy the rows another way (e.g. COPY), or upgrade"),
+            "{stderr}"
+        );
+        assert!(backfill_in(&dir, 1).is_none());
+    } else {
+        // THEN from 14 on it is recorded
+        assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(backfill_in(&dir, 1).is_some());
+    }
+}

@@ -89,7 +89,21 @@ async fn a_ready_database_has_no_problems() {
     let (db, client) = ready_db().await;
     let found = findings(&client, db.name(), &[&orders()]).await;
     assert!(found.iter().all(|f| f.ok), "{found:#?}");
-    assert_eq!(found.len(), 5, "{found:#?}");
+    assert_eq!(found.len(), 6, "{found:#?}");
+    // AND the server's version comes first, saying what it cannot do
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(found[0].summary.starts_with("Postgres 1"), "{found:#?}");
+    assert_eq!(
+        found[0]
+            .summary
+            .contains("backfills and initial_backfill are unavailable"),
+        version < 140_000,
+        "{found:#?}"
+    );
 }
 
 #[tokio::test]

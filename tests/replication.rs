@@ -108,6 +108,8 @@ async fn streams_inserts_confirms_progress_and_finishes_cleanly() {
         .unwrap();
     assert!(consistent_point < after_inserts);
     let pid = repl.backend_pid();
+    // (pgoutput sends logical messages from Postgres 14 on.)
+    let with_messages = repl.server_version_num() >= 140_000;
 
     // WHEN it streams the slot
     let mut stream = repl
@@ -117,7 +119,7 @@ async fn streams_inserts_confirms_progress_and_finishes_cleanly() {
     let mut tags = Vec::new();
     let mut inserts = Vec::new();
     let mut message = None;
-    while tags.last() != Some(&b'C') || message.is_none() {
+    while tags.last() != Some(&b'C') || (with_messages && message.is_none()) {
         let payload = tokio::time::timeout(Duration::from_secs(10), stream.recv())
             .await
             .expect("no data from the slot")
@@ -136,12 +138,8 @@ async fn streams_inserts_confirms_progress_and_finishes_cleanly() {
 
     // THEN the transactions arrive as pgoutput: begin, relation, two inserts, commit; then
     // the message's own transaction
-    assert_eq!(
-        tags,
-        b"BRIICBMC",
-        "tags: {:?}",
-        String::from_utf8_lossy(&tags)
-    );
+    let want: &[u8] = if with_messages { b"BRIICBMC" } else { b"BRIIC" };
+    assert_eq!(tags, want, "tags: {:?}", String::from_utf8_lossy(&tags));
     for (insert, text) in inserts.iter().zip(["alpha", "beta"]) {
         // 'I', relation id, 'N' (new tuple), 2 columns
         assert_eq!((insert[5], &insert[6..8]), (b'N', &[0, 2][..]));
@@ -150,12 +148,16 @@ async fn streams_inserts_confirms_progress_and_finishes_cleanly() {
             "{text} not in {insert:?}"
         );
     }
-    // AND logical messages are on (Postgres 14+)
-    let message = message.unwrap();
-    assert!(
-        message.ends_with(b"walhook-test\0\0\0\0\x05hello"),
-        "{message:?}"
-    );
+    // AND logical messages are on (Postgres 14+; before, pgoutput has none)
+    if with_messages {
+        let message = message.unwrap();
+        assert!(
+            message.ends_with(b"walhook-test\0\0\0\0\x05hello"),
+            "{message:?}"
+        );
+    } else {
+        assert_eq!(message, None);
+    }
     let active_pid: Option<i32> = sql
         .query_one(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",

@@ -46,7 +46,7 @@ impl Running {
         }
     }
 
-    /// The changes of the next `n` transactions, with each transaction's end LSN.
+    /// The changes of the next `n` transactions that have some, with each one's end LSN.
     async fn transactions(&mut self, n: usize) -> Vec<(Lsn, Vec<Change>)> {
         let mut done = Vec::new();
         let mut current = Vec::new();
@@ -57,7 +57,9 @@ impl Running {
                 .expect("source ended");
             match event {
                 SourceEvent::Change(change) => current.push(change),
-                SourceEvent::Commit { end_lsn, .. } => {
+                // Before Postgres 15, pgoutput also sends transactions without a published
+                // change (a DDL statement's) as Begin and Commit alone: not counted.
+                SourceEvent::Commit { end_lsn, .. } if !current.is_empty() => {
                     done.push((end_lsn, std::mem::take(&mut current)))
                 }
                 _ => {}

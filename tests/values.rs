@@ -205,7 +205,8 @@ async fn every_value_encodes_as_to_jsonb_gives_it() {
     let mut registry = TypeRegistry::builtin();
     let mut failures = Vec::new();
 
-    for case in CASES {
+    let version = server_major(&client).await;
+    for case in CASES.iter().filter(|case| exists_in(case, version)) {
         // WHEN the value's text output is encoded with the type the catalog resolves for it
         let sql = format!(
             "SELECT format('%s', v), to_jsonb(v)::text, pg_typeof(v)::oid FROM (SELECT {case} AS v) s"
@@ -369,11 +370,24 @@ async fn builtin_table_matches_the_catalog() {
         .await
         .unwrap();
 
-    // THEN each exists, and each array's element and delimiter are the catalog's
+    // THEN each exists, but for types of a later Postgres than the server's, and each array's
+    // element and delimiter are the catalog's
+    let version = server_major(&client).await;
+    let found: Vec<u32> = rows.iter().map(|r| r.get(0)).collect();
+    let missing: Vec<u32> = oids
+        .iter()
+        .copied()
+        .filter(|oid| !found.contains(oid))
+        .filter(|oid| {
+            LATER_TYPES
+                .iter()
+                .all(|(later, since)| later != oid || *since <= version)
+        })
+        .collect();
     assert_eq!(
-        rows.len(),
-        oids.len(),
-        "some built-in OIDs are not in pg_type"
+        missing,
+        Vec::<u32>::new(),
+        "built-in OIDs not in Postgres {version}'s pg_type"
     );
     for row in &rows {
         let (oid, name, elem, is_array): (u32, String, u32, bool) =
@@ -459,4 +473,48 @@ fn decimal_normal_form(number: &str) -> (bool, String, i64) {
     }
     let first_digit_exponent = int.len() as i64 - 1 - leading as i64 + exponent;
     (negative, significant, first_digit_exponent)
+}
+
+/// Built-in types walhook knows that Postgres 12 lacks: (OID, the major that added it).
+const LATER_TYPES: &[(u32, u32)] = &[
+    (4191, 13), // regcollation
+    (4192, 13), // _regcollation
+    (5038, 13), // pg_snapshot
+    (5039, 13), // _pg_snapshot
+    (5069, 13), // xid8
+    (271, 13),  // _xid8
+    (4451, 14), // int4multirange and the other multiranges, with their arrays
+    (4532, 14),
+    (4533, 14),
+    (4534, 14),
+    (4535, 14),
+    (4536, 14),
+    (6150, 14),
+    (6151, 14),
+    (6152, 14),
+    (6153, 14),
+    (6155, 14),
+    (6157, 14),
+    (4600, 14), // pg_brin_bloom_summary
+    (4601, 14), // pg_brin_minmax_multi_summary
+];
+
+/// The server's major version.
+async fn server_major(client: &tokio_postgres::Client) -> u32 {
+    let number: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    u32::try_from(number / 10_000).unwrap()
+}
+
+/// Whether a case's value exists in Postgres `version` (xid8 and arrays of the vector types
+/// came in 13; multiranges and numeric infinities in 14).
+fn exists_in(case: &str, version: u32) -> bool {
+    let numeric_infinity = case.contains("numeric") && case.contains("Infinity'");
+    // An array of int2vector or oidvector values is refused by Postgres 12.
+    let vector_array = case.starts_with("ARRAY[") && case.contains("vector");
+    !((case.contains("multirange") || numeric_infinity) && version < 14
+        || (case.contains("xid8") || vector_array) && version < 13)
 }

