@@ -57,15 +57,7 @@ pub async fn plan(
     request: &Request,
 ) -> Result<NewBackfill, BackfillError> {
     let table = parse_table(&request.table)?;
-    let (version_num, version): (i32, String) = {
-        let row = client
-            .query_one(
-                "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
-                &[],
-            )
-            .await?;
-        (row.get(0), row.get(1))
-    };
+    let (version_num, version) = crate::source::server_version(client).await?;
     if version_num < 140_000 {
         return Err(BackfillError::ServerTooOld { version });
     }

@@ -13,8 +13,8 @@ mod wire;
 pub use catalog::{resolve_type, CatalogError};
 pub use change::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 pub use connect::{
-    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, SpecError, SslMode,
-    TlsError,
+    connect_sql, connect_sql_url, server_version, ConnectError, ConnectSpec, Endpoint, Host,
+    SpecError, SslMode, TlsError,
 };
 pub use lsn::{Lsn, ParseLsnError};
 pub use pgoutput::{

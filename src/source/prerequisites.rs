@@ -60,13 +60,7 @@ pub async fn check(
 /// What this server's version allows: walhook supports Postgres 12 and later; before 14,
 /// pgoutput sends no logical messages, which backfills need.
 async fn check_version(client: &tokio_postgres::Client) -> Result<Finding, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
-            &[],
-        )
-        .await?;
-    let (number, version): (i32, String) = (row.get(0), row.get(1));
+    let (number, version) = super::server_version(client).await?;
     Ok(match number {
         n if n < 120_000 => Finding::problem(
             format!("Postgres {version}: walhook needs Postgres 12 or later"),
