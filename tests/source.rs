@@ -267,13 +267,18 @@ async fn unchanged_toast_is_reported_not_sent_and_full_identity_sends_old_rows()
         update.old.is_none(),
         "the key did not change, so no old key is sent"
     );
-    // AND with REPLICA IDENTITY FULL the old row carries every column
+    // AND with REPLICA IDENTITY FULL the old row carries every column, large values included
     let full = &txns[2].1[0];
     let old = full.old.as_ref().unwrap();
     assert!(old.is_complete());
     assert_eq!(old.get(1), Some("\"b\""));
     assert_eq!(old.get(body).unwrap().len(), 400 * 32 + 2);
     assert_eq!(full.changed_columns(), Some(vec![1]));
+    // AND the new row is complete: the unchanged large value comes from the old row, and
+    // nothing is reported as unchanged TOAST
+    assert_eq!(full.unchanged_toast, Vec::<usize>::new());
+    assert_eq!(full.row.as_ref().unwrap().get(body), old.get(body));
+    assert!(full.row.as_ref().unwrap().is_complete());
     let delete = &txns[3].1[0];
     assert!(delete.old.as_ref().unwrap().is_complete());
     source.stop().await;

@@ -145,8 +145,11 @@ impl Assembler {
             }
             LogicalMessage::Update { relation, old, new } => {
                 let rel = self.relation_of(relation)?;
-                let (row, unchanged_toast) = image(rel, &new, false)?;
+                let (mut row, mut unchanged_toast) = image(rel, &new, false)?;
                 let old = old.map(|old| old_image(rel, &old)).transpose()?;
+                if let Some(old) = &old {
+                    complete_from_old(&mut row, &mut unchanged_toast, old);
+                }
                 let change = self.change(
                     rel.table.clone(),
                     Operation::Update,
@@ -319,6 +322,26 @@ fn image(
         row.datums.push(datum);
     }
     Ok((row, unchanged_toast))
+}
+
+/// Fills the new row's unchanged TOASTed columns from the old row where it has them (with
+/// REPLICA IDENTITY FULL, Postgres sends the old row's large values in full): the column did
+/// not change, so its old value is its new one, and the row reaches subscribers complete.
+fn complete_from_old(row: &mut RowImage, unchanged_toast: &mut Vec<usize>, old: &RowImage) {
+    unchanged_toast.retain(|&i| {
+        let Some(value) = old.get(i) else {
+            return true;
+        };
+        let start = row.json.len() as u32;
+        row.json.push_str(value);
+        if let Some(datum) = row.datums.get_mut(i) {
+            *datum = Datum::Value {
+                start,
+                end: row.json.len() as u32,
+            };
+        }
+        false
+    });
 }
 
 /// What the JSON of `values` usually takes: the text plus room for quotes and a few bytes more
