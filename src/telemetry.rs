@@ -20,7 +20,7 @@ pub const REQUEST_DURATION: &str = "walhook_request_duration_seconds";
 pub const RETRY_BACKLOG: &str = "walhook_retry_backlog";
 /// WAL the slot retains: `pg_current_wal_lsn() - confirmed_flush_lsn`, bytes (gauge).
 pub const SLOT_LAG_BYTES: &str = "walhook_slot_lag_bytes";
-/// The LSN walhook last confirmed, as a number (gauge).
+/// The LSN walhook last reported to Postgres as flushed, as a number (gauge).
 pub const CONFIRMED_LSN: &str = "walhook_confirmed_lsn";
 /// 1 while the replication connection streams, else 0 (gauge).
 pub const REPLICATION_UP: &str = "walhook_replication_connected";

@@ -28,7 +28,7 @@ use crate::source::{
     SpecError,
 };
 use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, TxnId, UnixMillis};
-use crate::telemetry::{Health, CONFIRMED_LSN};
+use crate::telemetry::Health;
 
 mod pipeline;
 mod tasks;

@@ -341,7 +341,6 @@ impl Pipeline {
     fn advance(&mut self) {
         if let Some(lsn) = self.acks.advance() {
             debug!(confirmed = %lsn, "confirmed");
-            metrics::gauge!(CONFIRMED_LSN).set(lsn.0 as f64);
             self.confirmed_tx.send_replace(lsn);
             self.checkpoint(false);
         }

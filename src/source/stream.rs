@@ -17,7 +17,7 @@ use super::replication::{ReplicationClient, ReplicationError, ReplicationStream}
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
 use super::{Change, Lsn};
-use crate::telemetry::{Health, CANARY_GAPS, EVENTS_DECODED};
+use crate::telemetry::{Health, CANARY_GAPS, CONFIRMED_LSN, EVENTS_DECODED};
 
 /// What the source hands the pipeline, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,6 +449,8 @@ impl Session<'_> {
         };
         self.stream.send_status(&update).await?;
         self.health.status_sent();
+        // What Postgres was told, the canary's cap applied: the metric's meaning.
+        metrics::gauge!(CONFIRMED_LSN).set(confirmed.0 as f64);
         self.sent = Some(confirmed);
         self.last_status = Instant::now();
         Ok(())
