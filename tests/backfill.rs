@@ -19,7 +19,7 @@ use crate::support::receiver::{Receiver, Recorded};
 use crate::support::TestDb;
 
 /// A state directory with nothing left in it from an earlier run.
-fn fresh_dir(db: &TestDb) -> PathBuf {
+pub(crate) fn fresh_dir(db: &TestDb) -> PathBuf {
     let dir = state_dir(db);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
@@ -62,14 +62,14 @@ fn config(db: &TestDb, receiver: &Receiver, extra: &str) -> String {
     )
 }
 
-fn write_config(dir: &Path, config: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, config: &str) -> PathBuf {
     let path = dir.join("walhook.toml");
     std::fs::write(&path, config).unwrap();
     path
 }
 
 /// Runs `walhook --config <config> <args>` to its end; gives exit code, stdout and stderr.
-async fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"));
     command
         .arg("--config")
@@ -88,7 +88,7 @@ async fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// Every event a request carried (a batch body or a single event).
-fn events_of(request: &Recorded) -> Vec<Value> {
+pub(crate) fn events_of(request: &Recorded) -> Vec<Value> {
     let mut body = request.json();
     match body.get_mut("events") {
         Some(Value::Array(events)) => std::mem::take(events),
@@ -237,11 +237,11 @@ fn start_writer(
     (stop, task)
 }
 
-fn state_file(dir: &Path) -> PathBuf {
+pub(crate) fn state_file(dir: &Path) -> PathBuf {
     dir.join("walhook-state.db")
 }
 
-fn backfill_in(dir: &Path, id: i64) -> Option<Backfill> {
+pub(crate) fn backfill_in(dir: &Path, id: i64) -> Option<Backfill> {
     Store::open(state_file(dir)).unwrap().backfill(id).unwrap()
 }
 
@@ -341,7 +341,7 @@ async fn wait_slot_released(client: &tokio_postgres::Client, slot: &str) {
 }
 
 /// Polls backfill 1 until `done` holds; gives it.
-async fn wait_backfill(dir: &Path, done: impl Fn(&Backfill) -> bool) -> Backfill {
+pub(crate) async fn wait_backfill(dir: &Path, done: impl Fn(&Backfill) -> bool) -> Backfill {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(backfill) = backfill_in(dir, 1) {

@@ -5,6 +5,7 @@
 mod support;
 
 mod backfill;
+mod backfill_toast;
 mod bad_input;
 mod check;
 mod cluster;

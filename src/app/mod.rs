@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::api::{self, ApiError};
-use crate::backfill::{self, ChunkOpen, Closed, Windows};
+use crate::backfill::{self, ChunkOpen, ChunkReport, Closed, Windows};
 use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};

@@ -34,7 +34,7 @@ pub(super) struct Pipeline {
     /// Backfill chunks between their watermarks.
     pub(super) windows: Windows,
     /// Backfill chunks dispatched: the runner hears once their events settled.
-    pub(super) reads: Vec<(TxnId, oneshot::Sender<()>)>,
+    pub(super) reads: Vec<(TxnId, oneshot::Sender<ChunkReport>, ChunkReport)>,
 }
 
 /// What the pipeline listens to, besides the workers.
@@ -317,8 +317,8 @@ impl Pipeline {
             }
         }
         self.acks.commit(txn, lsn);
-        tracing::debug!(backfill = closed.backfill, rows = closed.rows.len(), dropped = closed.dropped, %lsn, "backfill chunk dispatched");
-        self.reads.push((txn, closed.settled));
+        tracing::debug!(backfill = closed.backfill, rows = closed.rows.len(), dropped = closed.report.dropped.len(), %lsn, "backfill chunk dispatched");
+        self.reads.push((txn, closed.settled, closed.report));
         self.settle_reads();
         self.advance();
     }
@@ -331,10 +331,10 @@ impl Pipeline {
         let acks = &self.acks;
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
             .into_iter()
-            .partition(|(txn, _)| acks.is_settled(*txn));
+            .partition(|(txn, _, _)| acks.is_settled(*txn));
         self.reads = waiting;
-        for (_, settled) in done {
-            let _ = settled.send(());
+        for (_, settled, report) in done {
+            let _ = settled.send(report);
         }
     }
 

@@ -19,20 +19,28 @@
 //! window, and then the stream's own event carries a state at least as new: the read is
 //! dropped. "Changed in the window" also counts a change the read's snapshot did not see that
 //! the stream delivered shortly before the low watermark (a commit record written before it,
-//! made visible only after the read started): see [`Snapshot`]. The progress saved in the state file only moves past rows whose events settled,
-//! so a crash re-reads them (with the same event ids) instead of skipping them.
+//! made visible only after the read started): see [`Snapshot`]. The progress saved in the
+//! state file only moves past rows whose events settled, so a crash re-reads them (with the
+//! same event ids) instead of skipping them.
+//!
+//! Complete rows: a dropped row's stream event may lack a TOASTed column (an update that left
+//! it alone, under the default replica identity). Such keys are read again with a later chunk,
+//! until one read of them survives its window or the stream sends the row whole; the keys still
+//! to read are saved with the progress (see `reread`).
 
 /// Rows read per chunk unless `--batch-rows` says otherwise.
 pub const DEFAULT_BATCH_ROWS: u32 = 1000;
 
 mod error;
 mod request;
+mod reread;
 mod runner;
 mod table;
 mod window;
 
 pub use error::BackfillError;
 pub use request::{parse_table, plan, record, Request};
+pub use reread::ChunkReport;
 pub use runner::{run as run_backfills, RunnerContext};
 pub use table::{describe, TableShape};
 pub use window::{

@@ -2,16 +2,18 @@
 //! each chunk between its watermarks, hands the rows to the pipeline, and saves progress once
 //! the pipeline reports every event of the chunk settled.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::source::{connect_sql, ConnectSpec, Datum, RowImage};
 use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
 
+use super::reread::{ChunkReport, Positions, Rereads};
 use super::table::{describe, TableShape};
 use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, Snapshot, WATERMARK_PREFIX};
 use super::{parse_table, BackfillError};
@@ -130,33 +132,43 @@ async fn run_one(
     if backfill.status == BackfillStatus::Pending {
         info!(backfill = id, table = %table, estimate = ?shape.estimate, "backfill started");
     } else {
-        info!(backfill = id, table = %table, rows_done = backfill.rows_done, "backfill resumed after its last settled chunk");
+        info!(backfill = id, table = %table, rows_done = backfill.rows_done, rereads = backfill.reread.len(), "backfill resumed after its last settled chunk");
     }
     let limit = match backfill.rate {
         Some(rate) => backfill.batch_rows.min(rate),
         None => backfill.batch_rows,
     }
     .max(1);
-    let chunk_sql = Reader {
+    let reader = Reader {
         first: shape.chunk_sql(false, backfill.where_sql.as_deref(), limit),
         after: shape.chunk_sql(true, backfill.where_sql.as_deref(), limit),
+        by_key: shape.keys_sql(backfill.where_sql.as_deref()),
         shape: &shape,
         client: &client,
         subscribers: &subscribers,
         backfill: id,
     };
-    let mut last_key = backfill.last_key.clone();
+    let mut position = match &backfill.last_key {
+        Some(key) => Position::After(key.clone()),
+        None => Position::Start,
+    };
+    let mut rereads = Rereads::new(backfill.reread.iter().cloned());
     let mut rows_done = backfill.rows_done;
     let started = Instant::now();
     let mut read_here = 0u64;
+    let mut fruitless = 0u32;
     loop {
+        if position == Position::End && rereads.is_empty() {
+            return Ok(rows_done);
+        }
+        let asked = rereads.next(limit as usize);
         let mut attempts = 0;
-        let (count, key) = loop {
+        let read = loop {
             attempts += 1;
             let chunk = *next_chunk;
             *next_chunk += 1;
-            match chunk_sql
-                .read_chunk(ctx, chunk, last_key.as_deref(), read_here == 0)
+            match reader
+                .read_chunk(ctx, chunk, &position, &asked, read_here == 0)
                 .await?
             {
                 Some(read) => break read,
@@ -175,16 +187,46 @@ async fn run_one(
                 }
             }
         };
-        read_here += count as u64;
-        if let Some(key) = key {
-            rows_done += count as u64;
-            with_store(&ctx.store, |s| {
-                s.save_backfill_progress(id, &key, rows_done, UnixMillis::now())
-            })?;
-            last_key = Some(key);
+        read_here += read.keys.len() as u64;
+        let next = match (&position, read.last) {
+            (Position::End, _) => Position::End,
+            (_, Some(last)) if read.in_range >= limit as usize => Position::After(last),
+            _ => Position::End,
+        };
+        let positions = reader.positions(&read.report, &position, &next).await?;
+        let before = rereads.clone();
+        rereads.after_chunk(&asked, &read.keys, &read.report, &positions);
+        if !read.report.dropped.is_empty() || !asked.is_empty() {
+            debug!(
+                backfill = id,
+                dropped = read.report.dropped.len(),
+                read_again = asked.len(),
+                to_read_again = rereads.len(),
+                "chunk settled"
+            );
         }
-        if count < limit as usize {
-            return Ok(rows_done);
+        if next == Position::End && position != Position::End && !rereads.is_empty() {
+            info!(backfill = id, rows = rereads.len(), "every row read once; reading again the rows whose stream images lacked a TOASTed column");
+        }
+        rows_done += read.in_range as u64;
+        position = next;
+        let last_key = match &position {
+            Position::After(key) => Some(key.as_str()),
+            _ => backfill.last_key.as_deref(),
+        };
+        let keys: Vec<String> = rereads.keys().cloned().collect();
+        with_store(&ctx.store, |s| {
+            s.save_backfill_progress(id, last_key, &keys, rows_done, UnixMillis::now())
+        })?;
+        if position == Position::End && !rereads.is_empty() && rereads == before {
+            // The stream keeps changing these rows inside every window: give it time.
+            fruitless += 1;
+            if fruitless % 10 == 0 {
+                warn!(backfill = id, rows = rereads.len(), rounds = fruitless, "rows the stream keeps changing without their TOASTed columns are still to be read again");
+            }
+            tokio::time::sleep(Duration::from_secs(u64::from(fruitless.min(5)))).await;
+        } else {
+            fruitless = 0;
         }
         if let Some(rate) = backfill.rate {
             let due = Duration::from_secs_f64(read_here as f64 / f64::from(rate));
@@ -195,10 +237,33 @@ async fn run_one(
     }
 }
 
+/// How far the backfill read the table in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    /// Nothing read yet.
+    Start,
+    /// Every row up to this key (JSON array text) read.
+    After(String),
+    /// The whole table read; only rows to read again are left.
+    End,
+}
+
+/// What a settled chunk read.
+struct ChunkRead {
+    /// Rows read after the position (not counting those read again by key).
+    in_range: usize,
+    /// The last of them.
+    last: Option<String>,
+    /// Every key read, in range or again.
+    keys: HashSet<String>,
+    report: ChunkReport,
+}
+
 /// Reads chunks of one backfill.
 struct Reader<'a> {
     first: String,
     after: String,
+    by_key: String,
     shape: &'a TableShape,
     client: &'a tokio_postgres::Client,
     subscribers: &'a [usize],
@@ -206,16 +271,16 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// Reads the chunk after `last_key` between its watermarks and waits until its events
-    /// settled; gives how many rows it read and the last one's key, or `None` if the pipeline
-    /// abandoned the chunk.
+    /// Reads the chunk after `position` and the rows of `again` between its watermarks, and
+    /// waits until its events settled; `None` if the pipeline abandoned the chunk.
     async fn read_chunk(
         &self,
         ctx: &RunnerContext,
         chunk: u64,
-        last_key: Option<&str>,
+        position: &Position,
+        again: &[String],
         warm_up: bool,
-    ) -> Result<Option<(usize, Option<String>)>, BackfillError> {
+    ) -> Result<Option<ChunkRead>, BackfillError> {
         let (rows_tx, rows) = oneshot::channel();
         let (settled, settled_rx) = oneshot::channel();
         ctx.chunks
@@ -243,25 +308,35 @@ impl Reader<'_> {
             .query_one("SELECT pg_current_snapshot()::text", &[])
             .await?
             .get(0);
-        let found = match last_key {
-            Some(key) => self.client.query(&self.after, &[&key]).await?,
-            None => self.client.query(&self.first, &[]).await?,
+        let in_range = match position {
+            Position::Start => self.client.query(&self.first, &[]).await?,
+            Position::After(key) => self.client.query(&self.after, &[key]).await?,
+            Position::End => Vec::new(),
+        };
+        let by_key = if again.is_empty() {
+            Vec::new()
+        } else {
+            self.client.query(&self.by_key, &[&again]).await?
         };
         self.client.batch_execute("COMMIT").await?;
         let read_at_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let mut rows = Vec::with_capacity(found.len());
-        for row in &found {
-            let key: String = row.get(0);
-            let value: String = row.get(1);
-            rows.push(ChunkRow {
-                key: normalize(&key),
-                row: self.image(&value)?,
-            });
+        let mut rows = Vec::with_capacity(in_range.len() + by_key.len());
+        let mut keys = HashSet::new();
+        for row in in_range.iter().chain(&by_key) {
+            let key = normalize(&row.get::<_, String>(0));
+            if keys.insert(key.clone()) {
+                let value: String = row.get(1);
+                rows.push(ChunkRow {
+                    key,
+                    row: self.image(&value)?,
+                });
+            }
         }
-        let count = rows.len();
-        let last = rows.last().map(|r| r.key.clone());
+        let last = in_range
+            .last()
+            .map(|row| normalize(&row.get::<_, String>(0)));
         let _ = rows_tx.send(ChunkRows {
             rows,
             read_at_micros,
@@ -269,10 +344,55 @@ impl Reader<'_> {
         });
         self.watermark("high", chunk).await?;
         match settled_rx.await {
-            Ok(()) => Ok(Some((count, last))),
+            Ok(report) => Ok(Some(ChunkRead {
+                in_range: in_range.len(),
+                last,
+                keys,
+                report,
+            })),
             Err(_) if ctx.chunks.is_closed() => Err(BackfillError::PipelineClosed),
             Err(_) => Ok(None),
         }
+    }
+
+    /// Where the keys of the chunk's moves stand: origins against the position the chunk
+    /// started from, targets against the one after it. Postgres compares them, in key order.
+    async fn positions(
+        &self,
+        report: &ChunkReport,
+        from: &Position,
+        to: &Position,
+    ) -> Result<Positions, BackfillError> {
+        let (origins, targets): (Vec<String>, Vec<String>) = report
+            .moves()
+            .map(|(from, to)| (from.to_string(), to.to_string()))
+            .unzip();
+        if origins.is_empty() {
+            return Ok(Positions::default());
+        }
+        Ok(Positions {
+            origins_behind: self.behind(origins, from).await?,
+            targets_behind: self.behind(targets, to).await?,
+        })
+    }
+
+    /// Those of `keys` at or before `position`.
+    async fn behind(
+        &self,
+        keys: Vec<String>,
+        position: &Position,
+    ) -> Result<HashSet<String>, BackfillError> {
+        Ok(match position {
+            Position::Start => HashSet::new(),
+            Position::End => keys.into_iter().collect(),
+            Position::After(last) => self
+                .client
+                .query(&self.shape.behind_sql(), &[&keys, last])
+                .await?
+                .iter()
+                .map(|row| normalize(&row.get::<_, String>(0)))
+                .collect(),
+        })
     }
 
     async fn watermark(&self, kind: &str, chunk: u64) -> Result<(), BackfillError> {

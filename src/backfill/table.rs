@@ -93,26 +93,65 @@ pub(super) fn qualified(table: &Table) -> String {
 }
 
 impl TableShape {
-    /// The chunk query: the primary key as a JSON array and the row as `to_jsonb` gives it, in
-    /// key order, after the last key read (`$1`, a JSON array as text) when `after_key`.
-    pub fn chunk_sql(&self, after_key: bool, where_sql: Option<&str>, limit: u32) -> String {
+    /// The primary key columns of `t`, comma separated, in key order.
+    fn key_columns(&self) -> String {
         let table = &self.table;
         let key: Vec<String> = table
             .primary_key
             .iter()
             .map(|&i| format!("t.{}", ident(&table.columns[i].name)))
             .collect();
-        let key = key.join(", ");
+        key.join(", ")
+    }
+
+    /// The key values held in `json` (an SQL expression giving a key as JSON array text), cast
+    /// to the key columns' types, comma separated: comparable with [`Self::key_columns`].
+    fn typed_key(&self, json: &str) -> String {
+        let values: Vec<String> = self
+            .key_types
+            .iter()
+            .enumerate()
+            .map(|(n, ty)| format!("(({json}::jsonb) ->> {n})::{ty}"))
+            .collect();
+        values.join(", ")
+    }
+
+    /// The chunk query: the primary key as a JSON array and the row as `to_jsonb` gives it, in
+    /// key order, after the last key read (`$1`, a JSON array as text) when `after_key`.
+    pub fn chunk_sql(&self, after_key: bool, where_sql: Option<&str>, limit: u32) -> String {
+        let key = self.key_columns();
         let mut conditions = Vec::new();
         if after_key {
-            let last: Vec<String> = self
-                .key_types
-                .iter()
-                .enumerate()
-                .map(|(n, ty)| format!("(($1::text::jsonb) ->> {n})::{ty}"))
-                .collect();
-            conditions.push(format!("({key}) > ({})", last.join(", ")));
+            conditions.push(format!("({key}) > ({})", self.typed_key("$1::text")));
         }
+        self.select(
+            conditions,
+            where_sql,
+            &format!(" ORDER BY {key} LIMIT {limit}"),
+        )
+    }
+
+    /// The query that reads rows again by key: `$1` is a `text[]` of keys (JSON array texts).
+    pub fn keys_sql(&self, where_sql: Option<&str>) -> String {
+        let condition = format!(
+            "({}) IN (SELECT {} FROM unnest($1::text[]) AS r(k))",
+            self.key_columns(),
+            self.typed_key("r.k")
+        );
+        self.select(vec![condition], where_sql, "")
+    }
+
+    /// Which of the keys `$1` (a `text[]` of JSON array texts) are at or before key `$2`, in
+    /// the order the chunk query reads them.
+    pub fn behind_sql(&self) -> String {
+        format!(
+            "SELECT r.k FROM unnest($1::text[]) AS r(k) WHERE ({}) <= ({})",
+            self.typed_key("r.k"),
+            self.typed_key("$2::text")
+        )
+    }
+
+    fn select(&self, mut conditions: Vec<String>, where_sql: Option<&str>, tail: &str) -> String {
         if let Some(condition) = where_sql {
             conditions.push(format!("({condition})"));
         }
@@ -122,9 +161,9 @@ impl TableShape {
             format!(" WHERE {}", conditions.join(" AND "))
         };
         format!(
-            "SELECT jsonb_build_array({key})::text, to_jsonb(t)::text FROM {} t{filter} \
-             ORDER BY {key} LIMIT {limit}",
-            qualified(table)
+            "SELECT jsonb_build_array({})::text, to_jsonb(t)::text FROM {} t{filter}{tail}",
+            self.key_columns(),
+            qualified(&self.table)
         )
     }
 }
@@ -172,6 +211,23 @@ mod tests {
             shape().chunk_sql(false, None, 2),
             "SELECT jsonb_build_array(t.\"n\", t.\"order_id\")::text, to_jsonb(t)::text \
              FROM \"public\".\"Line \"\"items\"\"\" t ORDER BY t.\"n\", t.\"order_id\" LIMIT 2"
+        );
+    }
+
+    #[test]
+    fn rows_are_read_again_by_key_and_keys_compare_in_key_order() {
+        assert_eq!(
+            shape().keys_sql(Some("note <> 'x'")),
+            "SELECT jsonb_build_array(t.\"n\", t.\"order_id\")::text, to_jsonb(t)::text \
+             FROM \"public\".\"Line \"\"items\"\"\" t \
+             WHERE (t.\"n\", t.\"order_id\") IN (SELECT ((r.k::jsonb) ->> 0)::integer, \
+             ((r.k::jsonb) ->> 1)::bigint FROM unnest($1::text[]) AS r(k)) AND (note <> 'x')"
+        );
+        assert_eq!(
+            shape().behind_sql(),
+            "SELECT r.k FROM unnest($1::text[]) AS r(k) \
+             WHERE (((r.k::jsonb) ->> 0)::integer, ((r.k::jsonb) ->> 1)::bigint) \
+             <= ((($2::text::jsonb) ->> 0)::integer, (($2::text::jsonb) ->> 1)::bigint)"
         );
     }
 }

@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 
 use crate::source::{Change, Operation, RowImage, Table};
 
+use super::reread::{ChunkReport, Fold};
+
 /// The prefix of the watermark messages (`pg_logical_emit_message`), whose content is
 /// `low:<backfill id>:<chunk>` or `high:<backfill id>:<chunk>`.
 pub const WATERMARK_PREFIX: &str = "walhook.backfill";
@@ -48,8 +50,9 @@ pub struct ChunkOpen {
     pub subscribers: Vec<usize>,
     /// The rows, sent before the high watermark is written.
     pub rows: oneshot::Receiver<ChunkRows>,
-    /// Answered once every event of the chunk settled; dropped if the chunk was abandoned.
-    pub settled: oneshot::Sender<()>,
+    /// Answered once every event of the chunk settled, with what the runner needs to know
+    /// about rows to read again; dropped if the chunk was abandoned.
+    pub settled: oneshot::Sender<ChunkReport>,
 }
 
 #[derive(Debug, Default)]
@@ -114,10 +117,11 @@ pub struct Closed {
     pub table: Arc<Table>,
     pub subscribers: Vec<usize>,
     pub rows: Vec<ChunkRow>,
-    /// Rows dropped because the stream changed their key in the window.
-    pub dropped: usize,
+    /// For the runner once the rows settled: among them the keys of the rows dropped because
+    /// the stream changed them in the window.
+    pub report: ChunkReport,
     pub read_at_micros: i64,
-    pub settled: oneshot::Sender<()>,
+    pub settled: oneshot::Sender<ChunkReport>,
 }
 
 #[derive(Debug)]
@@ -143,6 +147,9 @@ pub struct Windows {
     /// it waits for a synchronous standby), so its keys must be known. At most
     /// [`HISTORY_LIMIT`] entries each; a finished backfill's stays at that.
     previous: HashMap<i64, (Arc<Table>, History)>,
+    /// Per backfill, the table's changes since its last closed chunk, for the rows to read
+    /// again.
+    folds: HashMap<i64, (Arc<Table>, Fold)>,
 }
 
 /// Changes remembered per backfill between its chunks.
@@ -153,7 +160,7 @@ type History = VecDeque<(u32, String)>;
 
 impl Windows {
     pub fn register(&mut self, open: ChunkOpen) {
-        let backfill = open.backfill;
+        let (backfill, chunk) = (open.backfill, open.chunk);
         self.chunks.insert(
             (open.backfill, open.chunk),
             Window {
@@ -166,17 +173,25 @@ impl Windows {
         );
         // Backfills run one at a time: another's history is of no more use.
         self.previous.retain(|&b, _| b == backfill);
+        self.folds.retain(|&b, _| b == backfill);
+        let table = self.chunks[&(backfill, chunk)].open.table.clone();
+        self.folds
+            .entry(backfill)
+            .or_insert_with(|| (table, Fold::default()));
     }
 
     /// A change of the stream: its keys are noted in every open window on its table.
     pub fn observe(&mut self, change: &Change) {
-        if self.chunks.is_empty() && self.previous.is_empty() {
+        if self.chunks.is_empty() && self.previous.is_empty() && self.folds.is_empty() {
             return;
         }
         // A chunk the runner gave up (its read failed) never gets its high watermark.
         self.chunks.retain(|_, w| !w.open.settled.is_closed());
         let on =
             |table: &Table| table.schema == change.table.schema && table.name == change.table.name;
+        for (_, fold) in self.folds.values_mut().filter(|(t, _)| on(t)) {
+            fold_change(fold, change);
+        }
         for (table, history) in self.previous.values_mut() {
             if !on(table) || change.operation == Operation::Truncate {
                 continue;
@@ -255,24 +270,51 @@ impl Windows {
                         }
                     }
                 }
-                let before = read.rows.len();
-                let rows: Vec<ChunkRow> = if window.truncated {
-                    Vec::new()
-                } else {
-                    read.rows
-                        .into_iter()
-                        .filter(|r| !window.changed.contains(&r.key))
-                        .collect()
-                };
+                let (rows, dropped): (Vec<ChunkRow>, Vec<ChunkRow>) = read
+                    .rows
+                    .into_iter()
+                    .partition(|r| !window.truncated && !window.changed.contains(&r.key));
+                let dropped = dropped.into_iter().map(|r| r.key).collect();
+                let fold = self
+                    .folds
+                    .get_mut(&backfill)
+                    .map(|(_, fold)| std::mem::take(fold))
+                    .unwrap_or_default();
                 Some(Closed {
                     backfill,
                     table: window.open.table,
                     subscribers: window.open.subscribers,
-                    dropped: before - rows.len(),
+                    report: fold.into_report(dropped),
                     rows,
                     read_at_micros: read.read_at_micros,
                     settled: window.open.settled,
                 })
+            }
+        }
+    }
+}
+
+/// Folds a change of a backfill's table into what the runner learns at the next chunk.
+fn fold_change(fold: &mut Fold, change: &Change) {
+    let key = |image: Option<&RowImage>| image.and_then(|i| change_key(change, i));
+    match change.operation {
+        Operation::Truncate => fold.truncated(),
+        Operation::Insert => {
+            if let Some(key) = key(change.row.as_ref()) {
+                fold.written(key, true);
+            }
+        }
+        Operation::Delete => {
+            if let Some(key) = key(change.old.as_ref()) {
+                fold.deleted(key);
+            }
+        }
+        Operation::Update => {
+            let complete = change.unchanged_toast.is_empty();
+            match (key(change.old.as_ref()), key(change.row.as_ref())) {
+                (Some(from), Some(to)) if from != to => fold.moved(from, to, complete),
+                (_, Some(key)) => fold.written(key, complete),
+                _ => {}
             }
         }
     }
@@ -310,6 +352,7 @@ pub fn normalize(json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backfill::reread::Touch;
     use crate::source::{Datum, Lsn, ReplicaIdentity, TableColumn};
 
     fn table() -> Arc<Table> {
@@ -359,7 +402,7 @@ mod tests {
     fn open(
         windows: &mut Windows,
         chunk: u64,
-    ) -> (oneshot::Sender<ChunkRows>, oneshot::Receiver<()>) {
+    ) -> (oneshot::Sender<ChunkRows>, oneshot::Receiver<ChunkReport>) {
         let (rows_tx, rows) = oneshot::channel();
         let (settled, settled_rx) = oneshot::channel();
         windows.register(ChunkOpen {
@@ -423,10 +466,48 @@ mod tests {
         // THEN rows 1 and 5 survive
         let keys: Vec<&str> = closed.rows.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["[1]", "[5]"]);
-        assert_eq!(closed.dropped, 3);
+        assert_eq!(closed.report.dropped, ["[2]", "[3]", "[4]"]);
         assert_eq!(closed.read_at_micros, 5);
+        // AND the report tells the runner what the stream sent of them: every image whole
+        let touch = |key: &str| closed.report.touches.get(key).cloned();
+        assert_eq!(touch("[2]"), Some(Touch::Complete));
+        assert_eq!(touch("[3]"), Some(Touch::Gone));
+        assert_eq!(touch("[4]"), Some(Touch::Gone));
+        assert_eq!(touch("[40]"), Some(Touch::Complete));
         // AND the chunk is gone: a repeated high watermark is ignored
         assert!(windows.watermark(Watermark::High, 7, 1).is_none());
+    }
+
+    #[test]
+    fn the_report_leaves_out_keys_whose_image_lacked_a_toasted_column() {
+        // GIVEN a chunk; in its window row 2 is updated without its TOASTed column, and row 7
+        // moves to key 3 the same way
+        let mut windows = Windows::default();
+        let (rows_tx, _settled) = open(&mut windows, 8);
+        windows.watermark(Watermark::Low, 7, 8);
+        let mut update = change(Operation::Update, Some(&["2", "9"]), None);
+        update.row.as_mut().unwrap().datums[1] = Datum::Absent;
+        update.unchanged_toast = vec![1];
+        windows.observe(&update);
+        let mut moved = update.clone();
+        moved.row = Some(image(&["3", "0"]));
+        moved.old = Some(image(&["7"]));
+        windows.observe(&moved);
+        rows_tx.send(rows(&[1, 2, 3])).unwrap();
+        let closed = windows.watermark(Watermark::High, 7, 8).unwrap();
+        // THEN both are dropped; 2 is unknown to the report, 3 came from 7
+        assert_eq!(closed.report.dropped, ["[2]", "[3]"]);
+        assert_eq!(closed.report.touches.get("[2]"), None);
+        assert_eq!(
+            closed.report.touches.get("[3]"),
+            Some(&Touch::MovedFrom("[7]".into()))
+        );
+        // AND the next chunk's report starts afresh
+        let (rows_tx, _settled) = open(&mut windows, 9);
+        windows.watermark(Watermark::Low, 7, 9);
+        rows_tx.send(rows(&[4])).unwrap();
+        let closed = windows.watermark(Watermark::High, 7, 9).unwrap();
+        assert!(closed.report.touches.is_empty());
     }
 
     #[test]
@@ -442,7 +523,7 @@ mod tests {
         );
         let closed = windows.watermark(Watermark::High, 7, 2).unwrap();
         assert!(closed.rows.is_empty());
-        assert_eq!(closed.dropped, 2);
+        assert_eq!(closed.report.dropped.len(), 2);
     }
 
     #[test]

@@ -211,6 +211,7 @@ mod tests {
             rate: None,
             status,
             last_key: None,
+            reread: Vec::new(),
             rows_done,
             total_estimate: total,
             created_at: UnixMillis(0),

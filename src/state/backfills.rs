@@ -63,6 +63,8 @@ pub struct Backfill {
     pub status: BackfillStatus,
     /// The primary key (JSON array text) of the last row whose events settled.
     pub last_key: Option<String>,
+    /// Primary keys (JSON array texts) of rows it passed that must be read again.
+    pub reread: Vec<String>,
     pub rows_done: u64,
     pub total_estimate: Option<u64>,
     pub created_at: UnixMillis,
@@ -74,7 +76,7 @@ pub struct Backfill {
 
 const COLUMNS: &str = "id, table_name, subscribers, where_sql, batch_rows, rate, status, \
                        last_key, rows_done, total_estimate, created_at, started_at, updated_at, \
-                       finished_at, error";
+                       finished_at, error, reread";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Backfill> {
     let bad = |i: usize, what: &str| {
@@ -104,6 +106,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Backfill> {
         updated_at: row.get(12)?,
         finished_at: row.get(13)?,
         error: row.get(14)?,
+        reread: serde_json::from_str(&row.get::<_, String>(15)?)
+            .map_err(|_| bad(15, "reread is not a JSON array of keys"))?,
     })
 }
 
@@ -171,20 +175,24 @@ impl Store {
         })
     }
 
-    /// Records that every row up to `last_key` was read and its events settled.
+    /// Records that every row up to `last_key` was read and its events settled, and which
+    /// rows it passed must be read again (`reread`, primary keys as JSON array texts).
     pub fn save_backfill_progress(
         &mut self,
         id: i64,
-        last_key: &str,
+        last_key: Option<&str>,
+        reread: &[String],
         rows_done: u64,
         now: UnixMillis,
     ) -> Result<(), StateError> {
         let rows = i64::try_from(rows_done).unwrap_or(i64::MAX);
+        let reread = serde_json::to_string(reread).unwrap_or_else(|_| "[]".into());
         self.write("save a backfill's progress", |tx| {
             tx.prepare_cached(
-                "UPDATE backfills SET last_key = ?2, rows_done = ?3, updated_at = ?4 WHERE id = ?1",
+                "UPDATE backfills SET last_key = ?2, rows_done = ?3, updated_at = ?4, reread = ?5
+                 WHERE id = ?1",
             )?
-            .execute(rusqlite::params![id, last_key, rows, now])?;
+            .execute(rusqlite::params![id, last_key, rows, now, reread])?;
             Ok(())
         })
     }
@@ -232,10 +240,12 @@ mod tests {
             [(b, BackfillStatus::Running), (a, BackfillStatus::Pending)]
         );
         store
-            .save_backfill_progress(b, "[7]", 3, UnixMillis(13))
+            .save_backfill_progress(b, Some("[7]"), &["[2]".into()], 3, UnixMillis(13))
             .unwrap();
         let got = store.backfill(b).unwrap().unwrap();
         assert_eq!(got.last_key.as_deref(), Some("[7]"));
+        assert_eq!(got.reread, ["[2]"]);
+        assert!(store.backfill(a).unwrap().unwrap().reread.is_empty());
         assert_eq!(got.rows_done, 3);
         assert_eq!(got.subscribers, ["billing"]);
         assert_eq!(got.started_at, Some(UnixMillis(12)));

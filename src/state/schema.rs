@@ -13,7 +13,7 @@ use crate::source::Lsn;
 const APPLICATION_ID: i64 = 0x5748_4B53;
 
 /// `MIGRATIONS[i]` brings the schema from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -134,6 +134,12 @@ CREATE TABLE backfills (
 CREATE INDEX backfills_by_status ON backfills (status, id);
 ";
 
+/// Version 3: the keys a backfill must read again (a JSON array of primary keys as JSON array
+/// texts), saved with its progress: rows it passed whose stream images lacked a TOASTed column.
+const V3: &str = "
+ALTER TABLE backfills ADD COLUMN reread TEXT NOT NULL DEFAULT '[]';
+";
+
 /// Why an existing file cannot be used.
 pub(super) enum Refusal {
     NotOurs(String),
@@ -221,4 +227,42 @@ pub(super) fn event_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Event
 pub(super) fn count(row: &Row<'_>) -> rusqlite::Result<u64> {
     let n: i64 = row.get(0)?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_2_file_keeps_its_backfills_and_gains_the_keys_to_read_again() {
+        // GIVEN a file written by a walhook of schema version 2, with a running backfill
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(V2).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO backfills (table_name, subscribers, batch_rows, status, last_key,
+                 rows_done, created_at, updated_at)
+             VALUES ('public.orders', '[\"app\"]', 1000, 'running', '[7]', 7, 1, 1)",
+            [],
+        )
+        .unwrap();
+        // WHEN this walhook opens it
+        assert!(migrate(&mut conn).unwrap().is_ok());
+        // THEN the backfill is as it was, with no key to read again
+        let (version, last_key, reread): (i64, String, String) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), last_key, reread
+                 FROM backfills",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (version, last_key.as_str(), reread.as_str()),
+            (3, "[7]", "[]")
+        );
+    }
 }
