@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS walhook_sync.floors (
 
 OPERATIONS = {"insert", "update", "delete", "truncate", "read"}
 STREAM_ID = re.compile(r"evt_([0-9A-Fa-f]{16})_(\d+)(?:_\d+)?")
-READ_ID = re.compile(r"bf_-?\d+_[0-9a-f]{16}(?:_\d+)?")
+READ_ID = re.compile(r"bf_-?\d+_[0-9a-f]+(?:_\d+)?")
 LSN_TEXT = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
@@ -147,9 +147,12 @@ def check(event):
 class Table:
     """A replica table's columns and primary key, and the statements that write it."""
 
-    def __init__(self, name, ident, columns, key):
+    def __init__(self, name, t, columns, key):
+        """`t`: the quoted name; `columns`: (name, generated) in table order; `key`: the
+        primary key's columns."""
         self.name, self.key = name, key
-        t = ident
+        self.names = {c for c, _ in columns}
+        columns = [c for c, generated in columns if not generated]  # Postgres computes those
         col = sql.Identifier
         key_list = sql.SQL(", ").join(map(col, key))
 
@@ -177,8 +180,8 @@ class Table:
             " RETURNING 1"
         ).format(key=key_of("k"), t=t)
         # Columns the event lacks (unchanged TOAST) keep the replica's value: that of `base`
-        # (the row a key change moved away) or else of the key's current row. Generated
-        # columns are left for Postgres to compute.
+        # (the row a key change moved away) or else of the key's current row. Identity
+        # columns take the source's values (OVERRIDING SYSTEM VALUE).
         rest = [c for c in columns if c not in key]
         on_conflict = (
             sql.SQL("DO UPDATE SET {}").format(
@@ -212,6 +215,14 @@ class Table:
             " WHERE v.table_name = %(table)s AND v.key = {key})"
         ).format(t=t, key=key_of("e"))
 
+    def check_columns(self, c):
+        """jsonb_populate_record ignores names it does not know: a column the source has and
+        the replica lacks (added or renamed on the source) would be lost without a word."""
+        for image in (c.row, c.old):
+            unknown = sorted((image or {}).keys() - self.names)
+            if unknown:
+                raise ReplicaError(f"the replica table {self.name} lacks column(s) {', '.join(unknown)}")
+
     def key_json(self, event_id, image, where):
         """The key columns of `image` as JSON text; also checks they are there."""
         missing = [c for c in self.key if image.get(c) is None]
@@ -240,11 +251,11 @@ def table(conn, name):
     if not found:
         raise ReplicaError(f"the replica has no table {name}: create it like the source's")
     oid, ident = found
-    columns = [c for (c,) in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
-        " AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+    columns = conn.execute(
+        "SELECT attname, attgenerated <> '' FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attnum",
         [oid],
-    )]
+    ).fetchall()
     key = [c for (c,) in conn.execute(
         "SELECT a.attname FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)"
         " JOIN pg_attribute a ON a.attnum = k.attnum"
@@ -283,6 +294,7 @@ def apply(conn, events):
 
 
 def _apply_one(conn, t, c):
+    t.check_columns(c)
     at = {"table": t.name, "lsn": c.version.pg_lsn, "idx": c.version.index}
     if c.operation == "truncate":
         if not conn.execute(

@@ -206,3 +206,15 @@ def test_a_body_that_is_not_walhooks_is_refused(receiver, table):
         status, answer = receiver.post(body)
         assert status == 400 and message in answer, (body, answer)
 
+
+
+def test_a_column_the_replica_lacks_is_retried_until_it_has_it(receiver, replica, table):
+    t = table("id int PRIMARY KEY")
+    insert = event(t, "insert", L1, row={"id": 1, "added": "on the source"})
+    # WHEN the source has a column the replica lacks, THEN the event is refused for a retry
+    status, answer = receiver.post(insert)
+    assert (status, answer) == (503, f"replica: the replica table {t} lacks column(s) added")
+    # and once the app adds it, the retry applies
+    replica.execute(f"ALTER TABLE {t} ADD COLUMN added text")
+    receiver.apply(insert)
+    assert rows(replica, t) == [{"id": 1, "added": "on the source"}]
