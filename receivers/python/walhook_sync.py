@@ -84,13 +84,18 @@ def _reject_constant(name):
 
 
 def parse_body(body):
-    """The events of a request body: one event (a JSON object) or a batch (a JSON array)."""
+    """The events of a request body: one event, or a batch, which walhook sends as
+    `{"events": [...]}` (a bare JSON array of events is taken too)."""
     try:
         parsed = json.loads(
             body, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant
         )
     except (ValueError, RecursionError) as error:
         raise PayloadError(f"the body is not JSON: {error}") from None
+    if isinstance(parsed, dict) and "events" in parsed and "data" not in parsed:
+        parsed = parsed["events"]
+        if not isinstance(parsed, list):
+            raise PayloadError("a batch's events must be a JSON array")
     events = parsed if isinstance(parsed, list) else [parsed]
     if not events:
         raise PayloadError("a batch holds at least one event")

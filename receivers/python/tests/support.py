@@ -49,7 +49,8 @@ def read_event(table, watermark, row, backfill=7, key_hash=0xAF63DC4C8601EC8C):
 
 
 def batch(*events):
-    return "[" + ",".join(events) + "]"
+    """A batch body as walhook sends it."""
+    return '{"events":[' + ",".join(events) + "]}"
 
 
 @dataclass

@@ -194,6 +194,8 @@ def test_a_body_that_is_not_walhooks_is_refused(receiver, table):
     cases = {
         "not json": "the body is not JSON",
         "[]": "a batch holds at least one event",
+        '{"events": []}': "a batch holds at least one event",
+        '{"events": {}}': "a batch's events must be a JSON array",
         '{"id": "evt_1"}': "an event is a JSON object with an id and a data object",
         event(t, "insert", L1, row={"id": 1}, id="msg_1"): "'msg_1' is not an event id of walhook",
         event(t, "upsert", L1, row={"id": 1}): "unknown operation 'upsert'",
@@ -218,3 +220,10 @@ def test_a_column_the_replica_lacks_is_retried_until_it_has_it(receiver, replica
     replica.execute(f"ALTER TABLE {t} ADD COLUMN added text")
     receiver.apply(insert)
     assert rows(replica, t) == [{"id": 1, "added": "on the source"}]
+
+
+def test_a_batch_may_also_be_a_bare_array(receiver, replica, table):
+    t = table("id int PRIMARY KEY")
+    body = "[" + ",".join(event(t, "insert", L1, i, row={"id": i}) for i in range(3)) + "]"
+    assert receiver.post(body) == (200, {"events": 3, "applied": 3, "skipped": 0})
+    assert len(rows(replica, t)) == 3
