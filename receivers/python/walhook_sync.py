@@ -303,8 +303,9 @@ def _apply_one(conn, t, c):
     at = {"table": t.name, "lsn": c.version.pg_lsn, "idx": c.version.index}
     if c.operation == "truncate":
         if not conn.execute(
-            "UPDATE walhook_sync.floors SET lsn = %(lsn)s::pg_lsn, idx = %(idx)s::bigint WHERE table_name = %(table)s"
-            " AND (lsn, idx) < (%(lsn)s::pg_lsn, %(idx)s::bigint) RETURNING 1",
+            "UPDATE walhook_sync.floors SET lsn = %(lsn)s::pg_lsn, idx = %(idx)s::bigint"
+            " WHERE table_name = %(table)s AND (lsn, idx) < (%(lsn)s::pg_lsn, %(idx)s::bigint)"
+            " RETURNING 1",
             at,
         ).fetchone():
             return 0
@@ -327,17 +328,20 @@ def _apply_one(conn, t, c):
         return 1
 
     key = t.key_json(c.id, c.row, "row")
+    newer = gate(key, False)
     # `old` holds the key columns only when the key changed (or every column with REPLICA
-    # IDENTITY FULL); compared as values, so 1.0 and 1 are the same key, as in Postgres.
-    moved, base = 0, None
+    # IDENTITY FULL). The new key's gate comes first: were both keys the same after all, the
+    # old key's gate would then find this very version and not delete the row.
+    moved, base = False, None
     old = c.old or {}
     if all(old.get(k) is not None for k in t.key) and any(old[k] != c.row[k] for k in t.key):
         old_key = t.key_json(c.id, old, "old")
-        if gate(old_key, True):
+        moved = gate(old_key, True)
+        if moved:
             # Deleted before the new key is written, so that a unique column the row keeps
             # does not collide with itself; its values fill in the unchanged TOAST.
-            moved, base = 1, (conn.execute(t.delete, {"key": old_key}).fetchone() or [None])[0]
-    if not gate(key, False):
-        return moved
-    conn.execute(t.upsert, {"base": base, "key": key, "row": json_text(c.row)})
-    return 1
+            found = conn.execute(t.delete, {"key": old_key}).fetchone()
+            base = found and found[0]
+    if newer:
+        conn.execute(t.upsert, {"base": base, "key": key, "row": json_text(c.row)})
+    return int(newer or moved)

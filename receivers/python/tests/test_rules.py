@@ -125,6 +125,17 @@ def test_a_key_change_with_replica_identity_full(receiver, replica, table):
     assert rows(replica, t) == [{"id": 5, "status": "paid"}]
 
 
+def test_an_old_key_printed_otherwise_is_the_same_key(receiver, replica, table):
+    t = table("at timestamptz PRIMARY KEY, v text")
+    receiver.apply(event(t, "insert", L1, row={"at": "2026-11-26T17:51:10+00:00", "v": "new"}))
+    # WHEN an update's old image prints the same instant at another offset
+    update = event(t, "update", L2, row={"at": "2026-11-26T17:51:10+00:00", "v": "paid"},
+                   old={"at": "2026-11-26T23:21:10+05:30", "v": "new"})
+    assert receiver.apply(update)["applied"] == 1
+    # THEN it is no key change: the row is updated, not deleted
+    assert rows(replica, t) == [{"at": "2026-11-26T17:51:10+00:00", "v": "paid"}]
+
+
 def test_read_events_are_placed_at_their_watermark(receiver, replica, table):
     t = table("id int PRIMARY KEY, status text")
     receiver.apply(event(t, "update", L2, row={"id": 1, "status": "streamed"}))
