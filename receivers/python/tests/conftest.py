@@ -6,7 +6,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -100,8 +99,7 @@ def start_receiver(replica_url, log_path):
 def receiver(database_urls, tmp_path_factory):
     running = start_receiver(database_urls[1], tmp_path_factory.mktemp("receiver") / "stderr.log")
     yield running
-    running.process.send_signal(signal.SIGTERM)
-    running.process.wait(timeout=10)
+    running.stop()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 import base64
 import json
+import signal
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -78,6 +80,16 @@ class Receiver:
             return status, json.loads(text)
         except ValueError:
             return status, text
+
+    def stop(self):
+        """SIGTERM, and SIGKILL if it has not exited within 10 seconds."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def apply(self, *events):
         """Posts the events (a batch when several) and expects them accepted."""

@@ -63,10 +63,13 @@ def test_concurrent_requests_converge(receiver, replica, table):
 def test_it_logs_a_line_per_request_and_stops_on_sigterm(database_urls, tmp_path, replica, table):
     t = table("id int PRIMARY KEY")
     own = start_receiver(database_urls[1], tmp_path / "stderr.log")
-    status, answer = own.post(event(t, "insert", 0x100, row={"id": 1}), msg_id="evt_0000000000000100_0")
-    assert status == 200
-    own.process.send_signal(signal.SIGTERM)
-    assert own.process.wait(timeout=10) == 0
+    try:
+        status, answer = own.post(event(t, "insert", 0x100, row={"id": 1}), msg_id="evt_0000000000000100_0")
+        assert status == 200
+        own.process.send_signal(signal.SIGTERM)
+        assert own.process.wait(timeout=10) == 0
+    finally:
+        own.stop()
     assert own.log_path.read_text() == "evt_0000000000000100_0 events=1 applied=1 skipped=0\n"
 
 
