@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::api::{self, ApiError};
-use crate::backfill::{self, ChunkOpen, ChunkReport, Closed, Windows};
+use crate::backfill::{self, ChunkOpen, ChunkReport, Closed, Load, LoadProbe, Windows};
 use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
@@ -109,6 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(settled_tx);
 
     let (confirmed_tx, confirmed_rx) = watch::channel(slot_confirmed);
+    let confirmed_for_backfill = confirmed_rx.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
     let spec_for_guard = spec.clone();
@@ -135,11 +136,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         problem_tx,
     ));
     let (chunks_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
+    // One question at a time: a second finds the channel full while the pipeline is busy.
+    let (loads_tx, loads) = mpsc::channel(1);
     let backfills = tokio::spawn(backfill::run_backfills(backfill::RunnerContext {
         spec: spec_for_backfill,
         config: config.clone(),
         store: store.clone(),
         chunks: chunks_tx,
+        confirmed: confirmed_for_backfill,
+        loads: loads_tx,
     }));
     info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
 
@@ -167,6 +172,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 source,
                 problems,
                 chunks,
+                loads,
                 stop_source: stop_tx,
             },
             &mut workers,

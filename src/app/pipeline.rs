@@ -45,6 +45,8 @@ pub(super) struct Inputs {
     pub(super) problems: mpsc::Receiver<SlotProblem>,
     /// Backfill chunks, announced before their low watermark is written.
     pub(super) chunks: mpsc::Receiver<ChunkOpen>,
+    /// A waiting backfill's questions about the load, to say why it waits.
+    pub(super) loads: mpsc::Receiver<LoadProbe>,
     pub(super) stop_source: watch::Sender<bool>,
 }
 
@@ -61,6 +63,7 @@ impl Pipeline {
             mut source,
             mut problems,
             mut chunks,
+            mut loads,
             stop_source,
         } = inputs;
         tokio::pin!(shutdown);
@@ -87,7 +90,15 @@ impl Pipeline {
                 // 4. Backfill chunks, ahead of the stream events: a chunk is sent before its
                 //    low watermark is written, so it is known when the watermark arrives.
                 Some(open) = chunks.recv() => self.windows.register(open),
-                // 5. New input, while the unsettled budget allows.
+                // 5. A backfill whose chunk waits asks how loaded the pipeline is (at most once
+                //    a second; unanswered while a dispatch waits for a full worker queue).
+                Some(probe) = loads.recv() => {
+                    let _ = probe.send(Load {
+                        unsettled: self.acks.unsettled(),
+                        limit: self.max_unsettled,
+                    });
+                }
+                // 6. New input, while the unsettled budget allows.
                 event = events.recv(), if room => match event {
                     Some(event) => self.handle(event).await,
                     // The source task is ending: its result says why.
@@ -287,6 +298,8 @@ impl Pipeline {
     /// (`lsn`): after every earlier stream event of their keys, before every later one. They
     /// are tracked as one transaction ending at `lsn`.
     async fn dispatch_reads(&mut self, closed: Closed, lsn: Lsn) {
+        // The runner now waits for subscribers, no longer for the stream.
+        let _ = closed.dispatched.send(closed.rows.len());
         let txn = self.acks.begin();
         let mut routed = Vec::new();
         for row in &closed.rows {

@@ -10,6 +10,7 @@
 //!   pg_logical_emit_message('high:<id>:<n>') ─▶ high: drop the rows whose key changed in the
 //!                                               window, dispatch the rest as `read` events at
 //!                                               this position, track them in the ack tracker
+//!   (says what it waits for) ◀─────────────────  dispatched
 //!   save last key and rows done ◀──────────────  every event of the chunk settled
 //! ```
 //!
@@ -27,6 +28,10 @@
 //! it alone, under the default replica identity). Such keys are read again with a later chunk,
 //! until one read of them survives its window or the stream sends the row whole; the keys still
 //! to read are saved with the progress (see `reread`).
+//!
+//! Waits: behind a backlog of stream events a chunk waits long (its rows must go out after the
+//! earlier events of their keys); the runner records what it waits for, in words, so the
+//! progress line does not stand still without a reason (see `waiting`).
 
 /// Rows read per chunk unless `--batch-rows` says otherwise.
 pub const DEFAULT_BATCH_ROWS: u32 = 1000;
@@ -36,6 +41,7 @@ mod request;
 mod reread;
 mod runner;
 mod table;
+mod waiting;
 mod window;
 
 pub use error::BackfillError;
@@ -43,6 +49,7 @@ pub use request::{parse_table, plan, record, Request};
 pub use reread::ChunkReport;
 pub use runner::{run as run_backfills, RunnerContext};
 pub use table::{describe, TableShape};
+pub use waiting::{Load, LoadProbe};
 pub use window::{
     parse_watermark, ChunkOpen, ChunkRow, ChunkRows, Closed, Snapshot, Watermark, Windows,
     WATERMARK_PREFIX,

@@ -1,20 +1,21 @@
 //! The runner inside `walhook run`: takes up recorded backfills (polling the state file), reads
 //! each chunk between its watermarks, hands the rows to the pipeline, and saves progress once
-//! the pipeline reports every event of the chunk settled.
+//! the pipeline reports every event of the chunk settled, saying meanwhile what it waits for.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::source::{connect_sql, ConnectSpec, Datum, RowImage};
+use crate::source::{connect_sql, ConnectSpec, Datum, Lsn, RowImage};
 use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
 
 use super::reread::{ChunkReport, Positions, Rereads};
 use super::table::{describe, TableShape};
+use super::waiting::{LoadProbe, Notes, Pipeline, Wait, Written};
 use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, Snapshot, WATERMARK_PREFIX};
 use super::{parse_table, BackfillError};
 
@@ -34,6 +35,10 @@ pub struct RunnerContext {
     pub store: Arc<Mutex<Store>>,
     /// To the pipeline, which takes these ahead of stream events.
     pub chunks: mpsc::Sender<ChunkOpen>,
+    /// The pipeline's confirmed position: how far it is from a chunk's high watermark.
+    pub confirmed: watch::Receiver<Lsn>,
+    /// Questions to the pipeline about its load, asked while a chunk waits.
+    pub loads: mpsc::Sender<LoadProbe>,
 }
 
 /// Runs recorded backfills one at a time, oldest first (a `running` one, left by a stopped or
@@ -146,8 +151,10 @@ async fn run_one(
         shape: &shape,
         client: &client,
         subscribers: &subscribers,
+        names: &backfill.subscribers,
         backfill: id,
     };
+    let mut notes = Notes::new(id, ctx.store.clone());
     let mut position = match &backfill.last_key {
         Some(key) => Position::After(key.clone()),
         None => Position::Start,
@@ -168,7 +175,7 @@ async fn run_one(
             let chunk = *next_chunk;
             *next_chunk += 1;
             match reader
-                .read_chunk(ctx, chunk, &position, &asked, read_here == 0)
+                .read_chunk(ctx, chunk, &position, &asked, read_here == 0, &mut notes)
                 .await?
             {
                 Some(read) => break read,
@@ -215,23 +222,34 @@ async fn run_one(
             _ => backfill.last_key.as_deref(),
         };
         let keys: Vec<String> = rereads.keys().cloned().collect();
+        notes.rereading = (position == Position::End && !rereads.is_empty()).then(|| rereads.len());
+        let waiting = notes.at_rest();
         with_store(&ctx.store, |s| {
-            s.save_backfill_progress(id, last_key, &keys, rows_done, UnixMillis::now())
+            s.save_backfill_progress(
+                id,
+                last_key,
+                &keys,
+                rows_done,
+                waiting.as_deref(),
+                UnixMillis::now(),
+            )
         })?;
+        notes.saved(waiting);
         if position == Position::End && !rereads.is_empty() && rereads == before {
             // The stream keeps changing these rows inside every window: give it time.
             fruitless += 1;
             if fruitless % 10 == 0 {
                 warn!(backfill = id, rows = rereads.len(), rounds = fruitless, "rows the stream keeps changing without their TOASTed columns are still to be read again");
             }
-            tokio::time::sleep(Duration::from_secs(u64::from(fruitless.min(5)))).await;
+            let pause = Duration::from_secs(u64::from(fruitless.min(5)));
+            notes.pause(pause, Wait::Overtaken).await;
         } else {
             fruitless = 0;
         }
         if let Some(rate) = backfill.rate {
             let due = Duration::from_secs_f64(read_here as f64 / f64::from(rate));
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
+            if let Some(pause) = due.checked_sub(started.elapsed()) {
+                notes.pause(pause, Wait::Rate { rate }).await;
             }
         }
     }
@@ -267,12 +285,15 @@ struct Reader<'a> {
     shape: &'a TableShape,
     client: &'a tokio_postgres::Client,
     subscribers: &'a [usize],
+    /// The same subscribers by name, for what the backfill says it waits for.
+    names: &'a [String],
     backfill: i64,
 }
 
 impl Reader<'_> {
     /// Reads the chunk after `position` and the rows of `again` between its watermarks, and
-    /// waits until its events settled; `None` if the pipeline abandoned the chunk.
+    /// waits until its events settled, saying what it waits for meanwhile; `None` if the
+    /// pipeline abandoned the chunk.
     async fn read_chunk(
         &self,
         ctx: &RunnerContext,
@@ -280,8 +301,10 @@ impl Reader<'_> {
         position: &Position,
         again: &[String],
         warm_up: bool,
+        notes: &mut Notes,
     ) -> Result<Option<ChunkRead>, BackfillError> {
         let (rows_tx, rows) = oneshot::channel();
+        let (dispatched, dispatched_rx) = oneshot::channel();
         let (settled, settled_rx) = oneshot::channel();
         ctx.chunks
             .send(ChunkOpen {
@@ -290,6 +313,7 @@ impl Reader<'_> {
                 table: self.shape.table.clone(),
                 subscribers: self.subscribers.to_vec(),
                 rows,
+                dispatched,
                 settled,
             })
             .await
@@ -342,16 +366,26 @@ impl Reader<'_> {
             read_at_micros,
             snapshot: Snapshot::parse(&snapshot),
         });
-        self.watermark("high", chunk).await?;
-        match settled_rx.await {
-            Ok(report) => Ok(Some(ChunkRead {
+        let high = self.watermark("high", chunk).await?;
+        let written = Written {
+            high,
+            dispatched: dispatched_rx,
+            settled: settled_rx,
+            subscribers: self.names,
+        };
+        let pipeline = Pipeline {
+            confirmed: &ctx.confirmed,
+            loads: &ctx.loads,
+        };
+        match written.settled(pipeline, notes).await {
+            Some(report) => Ok(Some(ChunkRead {
                 in_range: in_range.len(),
                 last,
                 keys,
                 report,
             })),
-            Err(_) if ctx.chunks.is_closed() => Err(BackfillError::PipelineClosed),
-            Err(_) => Ok(None),
+            None if ctx.chunks.is_closed() => Err(BackfillError::PipelineClosed),
+            None => Ok(None),
         }
     }
 
@@ -395,15 +429,18 @@ impl Reader<'_> {
         })
     }
 
-    async fn watermark(&self, kind: &str, chunk: u64) -> Result<(), BackfillError> {
+    /// Writes a watermark; gives where it is in the WAL.
+    async fn watermark(&self, kind: &str, chunk: u64) -> Result<Lsn, BackfillError> {
         let content = format!("{kind}:{}:{chunk}", self.backfill);
-        self.client
-            .execute(
-                "SELECT pg_logical_emit_message(false, $1::text, $2::text)",
+        let lsn: String = self
+            .client
+            .query_one(
+                "SELECT pg_logical_emit_message(false, $1::text, $2::text)::text",
                 &[&WATERMARK_PREFIX, &content],
             )
-            .await?;
-        Ok(())
+            .await?
+            .get(0);
+        Ok(lsn.parse().unwrap_or_default())
     }
 
     /// The `to_jsonb` text of a row as a row image in table order, each value compact.

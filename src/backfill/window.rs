@@ -50,6 +50,9 @@ pub struct ChunkOpen {
     pub subscribers: Vec<usize>,
     /// The rows, sent before the high watermark is written.
     pub rows: oneshot::Receiver<ChunkRows>,
+    /// Answered with the number of rows sent when the pipeline reaches the high watermark, so
+    /// the runner can tell a wait for the stream from a wait for subscribers.
+    pub dispatched: oneshot::Sender<usize>,
     /// Answered once every event of the chunk settled, with what the runner needs to know
     /// about rows to read again; dropped if the chunk was abandoned.
     pub settled: oneshot::Sender<ChunkReport>,
@@ -121,6 +124,7 @@ pub struct Closed {
     /// the stream changed them in the window.
     pub report: ChunkReport,
     pub read_at_micros: i64,
+    pub dispatched: oneshot::Sender<usize>,
     pub settled: oneshot::Sender<ChunkReport>,
 }
 
@@ -287,6 +291,7 @@ impl Windows {
                     report: fold.into_report(dropped),
                     rows,
                     read_at_micros: read.read_at_micros,
+                    dispatched: window.open.dispatched,
                     settled: window.open.settled,
                 })
             }
@@ -411,6 +416,7 @@ mod tests {
             table: table(),
             subscribers: vec![0],
             rows,
+            dispatched: oneshot::channel().0,
             settled,
         });
         (rows_tx, settled_rx)

@@ -141,7 +141,9 @@ async fn follow(
         });
         let line = progress_line(&backfill, rate);
         if terminal {
-            eprint!("\r\x1b[2K{line}");
+            // Auto-wrap off while the line is written (DECAWM), so a line wider than the
+            // terminal is cut at its edge instead of wrapping where `\r` cannot reach.
+            eprint!("\r\x1b[2K\x1b[?7l{line}\x1b[?7h");
             let _ = std::io::stderr().flush();
         } else if last_line.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
             last_line = Some(now);
@@ -163,7 +165,9 @@ async fn slot_active(client: &tokio_postgres::Client, slot: &str) -> bool {
         .is_some()
 }
 
-/// `backfill 3 public.orders: 42000 / ~100000 rows (42%), 8400 rows/s, ETA 7s`.
+/// `backfill 3 public.orders: 42000 / ~100000 rows (42%), 8400 rows/s, ETA 7s`, and what the
+/// backfill waits for while a wait lasts: `..., waiting for subscriber app to accept the
+/// chunk's 1000 rows`.
 pub(super) fn progress_line(backfill: &Backfill, rate: Option<f64>) -> String {
     let head = format!("backfill {} {}", backfill.id, backfill.table);
     if backfill.status == BackfillStatus::Pending {
@@ -183,6 +187,10 @@ pub(super) fn progress_line(backfill: &Backfill, rate: Option<f64>) -> String {
             let left = total.saturating_sub(done) as f64 / rate;
             line.push_str(&format!(", ETA {}", eta(Duration::from_secs_f64(left))));
         }
+    }
+    if let Some(waiting) = &backfill.waiting {
+        line.push_str(", ");
+        line.push_str(waiting);
     }
     line
 }
@@ -219,6 +227,7 @@ mod tests {
             updated_at: UnixMillis(0),
             finished_at: None,
             error: None,
+            waiting: None,
         }
     }
 
@@ -245,6 +254,37 @@ mod tests {
         assert_eq!(
             progress_line(&backfill(BackfillStatus::Pending, 0, Some(5)), None),
             "backfill 3 public.orders: waiting for `walhook run` to take it up"
+        );
+    }
+
+    #[test]
+    fn the_progress_line_ends_with_what_the_backfill_waits_for() {
+        let mut waiting = backfill(BackfillStatus::Running, 1000, Some(10_000));
+        waiting.waiting = Some(
+            "waiting for the stream to reach the chunk (walhook is 41.2 MB behind it: \
+             subscribers take events slower than the table was written)"
+                .into(),
+        );
+        assert_eq!(
+            progress_line(&waiting, Some(0.0)),
+            "backfill 3 public.orders: 1000 / ~10000 rows (10%), 0 rows/s, waiting for the \
+             stream to reach the chunk (walhook is 41.2 MB behind it: subscribers take events \
+             slower than the table was written)"
+        );
+        waiting.waiting =
+            Some("waiting for subscriber billing to accept the chunk's 1000 rows".into());
+        assert_eq!(
+            progress_line(&waiting, None),
+            "backfill 3 public.orders: 1000 / ~10000 rows (10%), waiting for subscriber billing \
+             to accept the chunk's 1000 rows"
+        );
+        let mut rereading = backfill(BackfillStatus::Running, 10_000, Some(10_000));
+        rereading.waiting =
+            Some("reading again 253 rows the stream changed without their TOASTed columns".into());
+        assert_eq!(
+            progress_line(&rereading, Some(2500.0)),
+            "backfill 3 public.orders: 10000 / ~10000 rows (100%), 2500 rows/s, ETA 0s, reading \
+             again 253 rows the stream changed without their TOASTed columns"
         );
     }
 }

@@ -72,11 +72,14 @@ pub struct Backfill {
     pub updated_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
     pub error: Option<String>,
+    /// What the running backfill waits for, in words, while a wait lasts (e.g. `waiting for
+    /// the stream to reach the chunk (...)`); `None` when it is not held up.
+    pub waiting: Option<String>,
 }
 
 const COLUMNS: &str = "id, table_name, subscribers, where_sql, batch_rows, rate, status, \
                        last_key, rows_done, total_estimate, created_at, started_at, updated_at, \
-                       finished_at, error, reread";
+                       finished_at, error, reread, waiting";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Backfill> {
     let bad = |i: usize, what: &str| {
@@ -108,6 +111,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Backfill> {
         error: row.get(14)?,
         reread: serde_json::from_str(&row.get::<_, String>(15)?)
             .map_err(|_| bad(15, "reread is not a JSON array of keys"))?,
+        waiting: row.get(16)?,
     })
 }
 
@@ -162,12 +166,12 @@ impl Store {
         })
     }
 
-    /// Marks a pending backfill running.
+    /// Marks a pending backfill running (a wait recorded by a walhook that stopped is over).
     pub fn start_backfill(&mut self, id: i64, now: UnixMillis) -> Result<(), StateError> {
         self.write("start a backfill", |tx| {
             tx.prepare_cached(
                 "UPDATE backfills SET status = 'running', started_at = COALESCE(started_at, ?2),
-                     updated_at = ?2
+                     updated_at = ?2, waiting = NULL
                  WHERE id = ?1 AND status IN ('pending', 'running')",
             )?
             .execute(rusqlite::params![id, now])?;
@@ -176,23 +180,40 @@ impl Store {
     }
 
     /// Records that every row up to `last_key` was read and its events settled, and which
-    /// rows it passed must be read again (`reread`, primary keys as JSON array texts).
+    /// rows it passed must be read again (`reread`, primary keys as JSON array texts). The
+    /// wait for those events is over: `waiting` replaces what was recorded (usually `None`).
     pub fn save_backfill_progress(
         &mut self,
         id: i64,
         last_key: Option<&str>,
         reread: &[String],
         rows_done: u64,
+        waiting: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), StateError> {
         let rows = i64::try_from(rows_done).unwrap_or(i64::MAX);
         let reread = serde_json::to_string(reread).unwrap_or_else(|_| "[]".into());
         self.write("save a backfill's progress", |tx| {
             tx.prepare_cached(
-                "UPDATE backfills SET last_key = ?2, rows_done = ?3, updated_at = ?4, reread = ?5
+                "UPDATE backfills SET last_key = ?2, rows_done = ?3, updated_at = ?4, reread = ?5,
+                     waiting = ?6
                  WHERE id = ?1",
             )?
-            .execute(rusqlite::params![id, last_key, rows, now, reread])?;
+            .execute(rusqlite::params![id, last_key, rows, now, reread, waiting])?;
+            Ok(())
+        })
+    }
+
+    /// Records what a running backfill waits for (`None`: nothing). Progress is unchanged,
+    /// and so is `updated_at`, which says when progress was last saved.
+    pub fn set_backfill_waiting(
+        &mut self,
+        id: i64,
+        waiting: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.write("record what a backfill waits for", |tx| {
+            tx.prepare_cached("UPDATE backfills SET waiting = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![id, waiting])?;
             Ok(())
         })
     }
@@ -207,7 +228,8 @@ impl Store {
         let status = if error.is_some() { "failed" } else { "done" };
         self.write("finish a backfill", |tx| {
             tx.prepare_cached(
-                "UPDATE backfills SET status = ?2, error = ?3, finished_at = ?4, updated_at = ?4
+                "UPDATE backfills SET status = ?2, error = ?3, finished_at = ?4, updated_at = ?4,
+                     waiting = NULL
                  WHERE id = ?1",
             )?
             .execute(rusqlite::params![id, status, error, now])?;
@@ -240,15 +262,26 @@ mod tests {
             [(b, BackfillStatus::Running), (a, BackfillStatus::Pending)]
         );
         store
-            .save_backfill_progress(b, Some("[7]"), &["[2]".into()], 3, UnixMillis(13))
+            .set_backfill_waiting(b, Some("waiting for the stream to reach the chunk"))
+            .unwrap();
+        let waiting = store.backfill(b).unwrap().unwrap();
+        assert_eq!(
+            waiting.waiting.as_deref(),
+            Some("waiting for the stream to reach the chunk")
+        );
+        assert_eq!(waiting.updated_at, UnixMillis(12));
+        store
+            .save_backfill_progress(b, Some("[7]"), &["[2]".into()], 3, None, UnixMillis(13))
             .unwrap();
         let got = store.backfill(b).unwrap().unwrap();
+        assert_eq!(got.waiting, None);
         assert_eq!(got.last_key.as_deref(), Some("[7]"));
         assert_eq!(got.reread, ["[2]"]);
         assert!(store.backfill(a).unwrap().unwrap().reread.is_empty());
         assert_eq!(got.rows_done, 3);
         assert_eq!(got.subscribers, ["billing"]);
         assert_eq!(got.started_at, Some(UnixMillis(12)));
+        store.set_backfill_waiting(b, Some("pausing")).unwrap();
         store.finish_backfill(b, None, UnixMillis(14)).unwrap();
         store
             .finish_backfill(a, Some("no primary key"), UnixMillis(15))
@@ -257,9 +290,7 @@ mod tests {
         let failed = store.backfill(a).unwrap().unwrap();
         assert_eq!(failed.status, BackfillStatus::Failed);
         assert_eq!(failed.error.as_deref(), Some("no primary key"));
-        assert_eq!(
-            store.backfill(b).unwrap().unwrap().status,
-            BackfillStatus::Done
-        );
+        let done = store.backfill(b).unwrap().unwrap();
+        assert_eq!((done.status, done.waiting), (BackfillStatus::Done, None));
     }
 }

@@ -136,8 +136,11 @@ CREATE INDEX backfills_by_status ON backfills (status, id);
 
 /// Version 3: the keys a backfill must read again (a JSON array of primary keys as JSON array
 /// texts), saved with its progress: rows it passed whose stream images lacked a TOASTed column.
+/// And what a running backfill waits for, in words (`walhook backfill` and `walhook status`
+/// show it), while a wait lasts.
 const V3: &str = "
 ALTER TABLE backfills ADD COLUMN reread TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE backfills ADD COLUMN waiting TEXT;
 ";
 
 /// Why an existing file cannot be used.
@@ -234,7 +237,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_version_2_file_keeps_its_backfills_and_gains_the_keys_to_read_again() {
+    fn a_version_2_file_keeps_its_backfills_and_gains_the_keys_to_read_again_and_the_wait() {
         // GIVEN a file written by a walhook of schema version 2, with a running backfill
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(V1).unwrap();
@@ -251,18 +254,18 @@ mod tests {
         .unwrap();
         // WHEN this walhook opens it
         assert!(migrate(&mut conn).unwrap().is_ok());
-        // THEN the backfill is as it was, with no key to read again
-        let (version, last_key, reread): (i64, String, String) = conn
+        // THEN the backfill is as it was, with no key to read again and no wait recorded
+        let (version, last_key, reread, waiting): (i64, String, String, Option<String>) = conn
             .query_row(
-                "SELECT (SELECT user_version FROM pragma_user_version), last_key, reread
+                "SELECT (SELECT user_version FROM pragma_user_version), last_key, reread, waiting
                  FROM backfills",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .unwrap();
         assert_eq!(
-            (version, last_key.as_str(), reread.as_str()),
-            (3, "[7]", "[]")
+            (version, last_key.as_str(), reread.as_str(), waiting),
+            (3, "[7]", "[]", None)
         );
     }
 }

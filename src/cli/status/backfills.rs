@@ -28,6 +28,8 @@ pub(super) struct BackfillReport {
     /// When progress was last saved.
     #[serde(serialize_with = "opt_time")]
     pub updated_at: Option<UnixMillis>,
+    /// What a running backfill waits for, while a wait lasts (as `walhook backfill` shows it).
+    pub waiting: Option<String>,
 }
 
 impl From<Backfill> for BackfillReport {
@@ -42,6 +44,7 @@ impl From<Backfill> for BackfillReport {
             total_estimate: b.total_estimate,
             started_at: b.started_at,
             updated_at: Some(b.updated_at),
+            waiting: b.waiting,
         }
     }
 }
@@ -95,6 +98,9 @@ pub(super) fn render(
             )?;
         }
         writeln!(out)?;
+        if let Some(waiting) = &b.waiting {
+            writeln!(out, "    {waiting}")?;
+        }
         if let Some(condition) = &b.where_sql {
             writeln!(out, "    where {condition}")?;
         }
@@ -119,6 +125,9 @@ mod tests {
             total_estimate: Some(100_000),
             started_at: Some(UnixMillis(now.0 - 10_000)),
             updated_at: Some(UnixMillis(now.0 - 2_000)),
+            waiting: Some(
+                "waiting for subscribers billing, crm to accept the chunk's 1000 rows".into(),
+            ),
         };
         let pending = BackfillReport {
             id: 2,
@@ -130,6 +139,7 @@ mod tests {
             total_estimate: None,
             started_at: None,
             updated_at: Some(now),
+            waiting: None,
         };
         let mut out = String::new();
         render(&mut out, &[running, pending], now).unwrap();
@@ -137,6 +147,7 @@ mod tests {
             out,
             "backfills
   1 public.orders (billing, crm): running, 42000 / ~100000 rows (42%), last progress 2s ago
+    waiting for subscribers billing, crm to accept the chunk's 1000 rows
     where created_at > now() - interval '30 days'
   2 public.customers (crm): pending, waiting for `walhook run`
 "

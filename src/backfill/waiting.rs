@@ -1,0 +1,514 @@
+//! What a running backfill waits for, in words, recorded in its state row so that
+//! `walhook backfill` and `walhook status` can say why the progress stands still.
+//!
+//! A chunk's rows go out at its high watermark, after every earlier stream event of their keys,
+//! so a chunk waits in two phases once its high watermark is written: until the pipeline reaches
+//! the watermark in the stream (it reads no further while subscribers have not taken what it
+//! holds, so a backlog of stream events delays the chunk), then until subscribers accepted its
+//! rows. Between chunks a backfill may pause for `--rate`, and after the table's end it reads
+//! again the rows the stream changed without their TOASTed columns.
+//!
+//! A wait is recorded once it lasted [`SHOW_AFTER`], the text refreshed at most once per
+//! [`WRITE_EVERY`], and cleared when the chunk's progress is saved. The runner asks the
+//! pipeline how loaded it is only then, once a second: nothing is done per event.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::source::Lsn;
+use crate::state::{with_store, Store};
+
+use super::reread::ChunkReport;
+
+/// A wait shorter than this is not worth a word.
+const SHOW_AFTER: Duration = Duration::from_secs(2);
+/// The recorded text changes at most this often.
+const WRITE_EVERY: Duration = Duration::from_secs(1);
+/// How long the pipeline has to answer how loaded it is. It does not answer while it waits to
+/// hand an event to a subscriber whose queue is full.
+const PROBE_WAIT: Duration = Duration::from_millis(250);
+
+/// How loaded the pipeline is: its answer to a backfill that waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Events handed to subscribers and not settled yet.
+    pub unsettled: usize,
+    /// `source.max_unsettled`: with that many unsettled, the pipeline reads no further.
+    pub limit: usize,
+}
+
+/// A question to the pipeline: how loaded are you?
+pub type LoadProbe = oneshot::Sender<Load>;
+
+impl Load {
+    /// The pipeline holds back reading because subscribers have not taken what it holds. Within
+    /// a tenth of the limit: it reads again as soon as a few events settle, so a probe rarely
+    /// finds it exactly at the limit.
+    fn full(&self) -> bool {
+        self.unsettled.saturating_mul(10) >= self.limit.saturating_mul(9)
+    }
+}
+
+/// What a backfill waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Wait<'a> {
+    /// The chunk is written between its watermarks; the pipeline has not reached the high one.
+    Stream {
+        /// WAL between the pipeline's confirmed position and the high watermark.
+        behind: u64,
+        /// `None`: the pipeline did not answer, busy handing an event to a full subscriber queue.
+        load: Option<Load>,
+        /// When the pipeline should get there, at the pace its confirmed position moved since
+        /// the wait began; `None` if it did not move.
+        eta: Option<Duration>,
+    },
+    /// The pipeline handed the chunk's rows to the subscribers; not all were accepted yet.
+    Subscribers {
+        names: &'a [String],
+        rows: usize,
+        load: Option<Load>,
+    },
+    /// Pausing between chunks to keep to `--rate`.
+    Rate { rate: u32 },
+    /// After the table's end: the stream changed the rows to read again while they were read.
+    Overtaken,
+}
+
+/// The words for what a backfill waits for: the rows still to read again after the table's
+/// end (`rereading`), then the wait, if any.
+pub(super) fn describe(rereading: Option<usize>, wait: Option<&Wait<'_>>) -> Option<String> {
+    let again = rereading.map(|n| {
+        format!(
+            "reading again {} the stream changed without their TOASTed columns",
+            rows(n)
+        )
+    });
+    let wait = wait.map(|wait| match wait {
+        Wait::Stream { behind, load, eta } => {
+            let cause = match load {
+                Some(load) if !load.full() => "still reading the changes written before it",
+                _ => "subscribers take events slower than the table was written",
+            };
+            let mut text = String::from("waiting for the stream to reach the chunk (");
+            if *behind > 0 {
+                text.push_str(&format!("walhook is {} behind it: ", size(*behind)));
+            }
+            text.push_str(cause);
+            if let Some(eta) = eta {
+                text.push_str(&format!("; about {} at the current pace", duration(*eta)));
+            }
+            text.push(')');
+            text
+        }
+        Wait::Subscribers {
+            names,
+            rows: n,
+            load,
+        } => {
+            let who = match names {
+                [one] => format!("subscriber {one}"),
+                many => format!("subscribers {}", many.join(", ")),
+            };
+            let mut text = format!("waiting for {who} to accept the chunk's {}", rows(*n));
+            if let Some(load) = load {
+                text.push_str(&format!(
+                    " (walhook holds {} subscribers have not accepted yet)",
+                    events(load.unsettled)
+                ));
+            }
+            text
+        }
+        Wait::Rate { rate } => format!("pausing to keep to --rate {rate} rows/s"),
+        Wait::Overtaken => {
+            "pausing: the stream changed them again while they were read".to_string()
+        }
+    });
+    match (again, wait) {
+        (Some(again), Some(wait)) => Some(format!("{again}; {wait}")),
+        (again, wait) => again.or(wait),
+    }
+}
+
+fn rows(n: usize) -> String {
+    if n == 1 {
+        "1 row".to_string()
+    } else {
+        format!("{n} rows")
+    }
+}
+
+fn events(n: usize) -> String {
+    if n == 1 {
+        "1 event".to_string()
+    } else {
+        format!("{n} events")
+    }
+}
+
+/// `512 bytes`, `41.2 MB`: as `walhook status` writes sizes (units of 1024).
+fn size(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["bytes", "kB", "MB", "GB"] {
+        if value < 1024.0 {
+            return if unit == "bytes" {
+                format!("{bytes} bytes")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    format!("{value:.1} TB")
+}
+
+/// `45s`, `2m 10s`, `3h 5m`.
+fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, s / 60 % 60),
+    }
+}
+
+/// The wait recorded in a backfill's state row.
+pub(super) struct Notes {
+    id: i64,
+    store: Arc<Mutex<Store>>,
+    /// What the row holds.
+    shown: Option<String>,
+    written_at: Option<Instant>,
+    /// Rows still to read again once the table was read to its end.
+    pub(super) rereading: Option<usize>,
+}
+
+impl Notes {
+    /// For backfill `id`, whose row holds no wait (starting a backfill clears it).
+    pub(super) fn new(id: i64, store: Arc<Mutex<Store>>) -> Notes {
+        Notes {
+            id,
+            store,
+            shown: None,
+            written_at: None,
+            rereading: None,
+        }
+    }
+
+    /// What a progress save records: the rows still to read again, if any. The wait is over.
+    pub(super) fn at_rest(&self) -> Option<String> {
+        describe(self.rereading, None)
+    }
+
+    /// A progress save recorded `text`.
+    pub(super) fn saved(&mut self, text: Option<String>) {
+        self.shown = text;
+        self.written_at = Some(Instant::now());
+    }
+
+    /// What the backfill waits for now, after waiting `waited`: recorded if the wait is long
+    /// enough and the last write is old enough. Called again every second while waiting, so a
+    /// text held back by [`WRITE_EVERY`] is written at the next call.
+    pub(super) async fn offer(&mut self, wait: Option<&Wait<'_>>, waited: Duration) {
+        let text = describe(self.rereading, wait.filter(|_| waited >= SHOW_AFTER));
+        if text == self.shown || self.written_at.is_some_and(|at| at.elapsed() < WRITE_EVERY) {
+            return;
+        }
+        self.written_at = Some(Instant::now());
+        let (id, store, record) = (self.id, self.store.clone(), text.clone());
+        // On the blocking pool (the write waits for an fsync), and awaited, so a later
+        // progress save cannot be overtaken by it.
+        let written = tokio::task::spawn_blocking(move || {
+            with_store(&store, |s| s.set_backfill_waiting(id, record.as_deref()))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                debug!(backfill = id, waiting = ?text, "backfill wait recorded");
+                self.shown = text;
+            }
+            Ok(Err(e)) => {
+                warn!(backfill = id, error = %crate::error_chain(&e), "cannot record what the backfill waits for")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Sleeps `duration` between chunks, saying why if it lasts.
+    pub(super) async fn pause(&mut self, duration: Duration, wait: Wait<'_>) {
+        let started = Instant::now();
+        let end = started + duration;
+        let mut tick = tokio::time::interval_at(started + WRITE_EVERY, WRITE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => break,
+                _ = tick.tick() => self.offer(Some(&wait), started.elapsed()).await,
+            }
+        }
+        self.offer(None, Duration::ZERO).await;
+    }
+}
+
+/// A chunk whose high watermark is written, as the runner follows it.
+pub(super) struct Written<'a> {
+    /// Where the high watermark is in the WAL.
+    pub high: Lsn,
+    /// Answered by the pipeline with the rows it dispatched, when it reaches the high watermark.
+    pub dispatched: oneshot::Receiver<usize>,
+    /// Answered once every event of the chunk settled; dropped if the chunk was abandoned.
+    pub settled: oneshot::Receiver<ChunkReport>,
+    /// The subscribers the backfill is for.
+    pub subscribers: &'a [String],
+}
+
+/// What the runner consults while a chunk waits.
+pub(super) struct Pipeline<'a> {
+    /// The pipeline's confirmed position.
+    pub confirmed: &'a watch::Receiver<Lsn>,
+    pub loads: &'a mpsc::Sender<LoadProbe>,
+}
+
+impl Written<'_> {
+    /// Waits until the chunk's events settled (`None`: the chunk was abandoned), saying what
+    /// it waits for once that lasts.
+    pub(super) async fn settled(
+        mut self,
+        pipeline: Pipeline<'_>,
+        notes: &mut Notes,
+    ) -> Option<ChunkReport> {
+        let started = Instant::now();
+        let from = *pipeline.confirmed.borrow();
+        let mut dispatched: Option<usize> = None;
+        let mut reached = false;
+        let mut tick = tokio::time::interval_at(started + WRITE_EVERY, WRITE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                report = &mut self.settled => return report.ok(),
+                rows = &mut self.dispatched, if !reached => {
+                    reached = true;
+                    dispatched = rows.ok();
+                }
+                _ = tick.tick() => {
+                    let waited = started.elapsed();
+                    if waited < SHOW_AFTER {
+                        notes.offer(None, waited).await;
+                        continue;
+                    }
+                    let load = probe(pipeline.loads).await;
+                    let wait = match dispatched {
+                        Some(rows) => Wait::Subscribers {
+                            names: self.subscribers,
+                            rows,
+                            load,
+                        },
+                        None => {
+                            let confirmed = *pipeline.confirmed.borrow();
+                            let behind = self.high.0.saturating_sub(confirmed.0);
+                            let moved = confirmed.0.saturating_sub(from.0);
+                            Wait::Stream {
+                                behind,
+                                load,
+                                eta: (moved > 0)
+                                    .then(|| {
+                                        Duration::try_from_secs_f64(
+                                            waited.as_secs_f64() * behind as f64 / moved as f64,
+                                        )
+                                        .ok()
+                                    })
+                                    .flatten(),
+                            }
+                        }
+                    };
+                    notes.offer(Some(&wait), waited).await;
+                }
+            }
+        }
+    }
+}
+
+/// Asks the pipeline how loaded it is; `None` if it does not answer at once.
+async fn probe(loads: &mpsc::Sender<LoadProbe>) -> Option<Load> {
+    let (ask, answer) = oneshot::channel();
+    // A question still unanswered fills the channel: the pipeline is busy.
+    loads.try_send(ask).ok()?;
+    tokio::time::timeout(PROBE_WAIT, answer).await.ok()?.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: Option<Load> = Some(Load {
+        unsettled: 19_500,
+        limit: 20_000,
+    });
+
+    #[test]
+    fn a_chunk_behind_a_backlog_says_how_far_and_why() {
+        assert_eq!(
+            describe(
+                None,
+                Some(&Wait::Stream {
+                    behind: 43_200_000,
+                    load: FULL,
+                    eta: Some(Duration::from_secs(130)),
+                })
+            )
+            .unwrap(),
+            "waiting for the stream to reach the chunk (walhook is 41.2 MB behind it: \
+             subscribers take events slower than the table was written; about 2m 10s at the \
+             current pace)"
+        );
+        // A pipeline too busy to answer is handing events to a full subscriber queue.
+        assert_eq!(
+            describe(
+                None,
+                Some(&Wait::Stream {
+                    behind: 2048,
+                    load: None,
+                    eta: None,
+                })
+            )
+            .unwrap(),
+            "waiting for the stream to reach the chunk (walhook is 2.0 kB behind it: \
+             subscribers take events slower than the table was written)"
+        );
+        // Subscribers keep up: the stream itself is still being read.
+        assert_eq!(
+            describe(
+                None,
+                Some(&Wait::Stream {
+                    behind: 500,
+                    load: Some(Load {
+                        unsettled: 12,
+                        limit: 20_000
+                    }),
+                    eta: Some(Duration::from_secs(4)),
+                })
+            )
+            .unwrap(),
+            "waiting for the stream to reach the chunk (walhook is 500 bytes behind it: still \
+             reading the changes written before it; about 4s at the current pace)"
+        );
+    }
+
+    #[test]
+    fn a_dispatched_chunk_names_its_subscribers_and_rows() {
+        let one = ["app".to_string()];
+        assert_eq!(
+            describe(
+                None,
+                Some(&Wait::Subscribers {
+                    names: &one,
+                    rows: 1000,
+                    load: Some(Load {
+                        unsettled: 20_950,
+                        limit: 20_000
+                    }),
+                })
+            )
+            .unwrap(),
+            "waiting for subscriber app to accept the chunk's 1000 rows (walhook holds 20950 \
+             events subscribers have not accepted yet)"
+        );
+        let two = ["billing".to_string(), "crm".to_string()];
+        assert_eq!(
+            describe(
+                None,
+                Some(&Wait::Subscribers {
+                    names: &two,
+                    rows: 1,
+                    load: None,
+                })
+            )
+            .unwrap(),
+            "waiting for subscribers billing, crm to accept the chunk's 1 row"
+        );
+    }
+
+    #[test]
+    fn between_chunks_it_says_why_it_pauses_and_what_it_reads_again() {
+        assert_eq!(describe(None, None), None);
+        assert_eq!(
+            describe(None, Some(&Wait::Rate { rate: 50 })).unwrap(),
+            "pausing to keep to --rate 50 rows/s"
+        );
+        assert_eq!(
+            describe(Some(253), None).unwrap(),
+            "reading again 253 rows the stream changed without their TOASTed columns"
+        );
+        assert_eq!(
+            describe(Some(1), Some(&Wait::Overtaken)).unwrap(),
+            "reading again 1 row the stream changed without their TOASTed columns; pausing: \
+             the stream changed them again while they were read"
+        );
+        let one = ["app".to_string()];
+        assert_eq!(
+            describe(
+                Some(3),
+                Some(&Wait::Subscribers {
+                    names: &one,
+                    rows: 3,
+                    load: None
+                })
+            )
+            .unwrap(),
+            "reading again 3 rows the stream changed without their TOASTed columns; waiting for \
+             subscriber app to accept the chunk's 3 rows"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_is_recorded_after_two_seconds_at_most_once_a_second() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store
+            .request_backfill(
+                &crate::state::NewBackfill {
+                    table: "public.orders".into(),
+                    subscribers: vec!["app".into()],
+                    where_sql: None,
+                    batch_rows: 10,
+                    rate: None,
+                    total_estimate: None,
+                },
+                crate::state::UnixMillis(1),
+            )
+            .unwrap();
+        let store = Arc::new(Mutex::new(store));
+        let recorded = || with_store(&store, |s| s.backfill(id).unwrap().unwrap().waiting);
+        let mut notes = Notes::new(id, store.clone());
+        let wait = Wait::Rate { rate: 5 };
+        // A short wait says nothing.
+        notes.offer(Some(&wait), Duration::from_secs(1)).await;
+        assert_eq!(recorded(), None);
+        // A long one is recorded...
+        notes.offer(Some(&wait), Duration::from_secs(2)).await;
+        assert_eq!(
+            recorded().as_deref(),
+            Some("pausing to keep to --rate 5 rows/s")
+        );
+        // ...and changes no sooner than a second later.
+        let other = Wait::Rate { rate: 6 };
+        notes.offer(Some(&other), Duration::from_secs(3)).await;
+        assert_eq!(
+            recorded().as_deref(),
+            Some("pausing to keep to --rate 5 rows/s")
+        );
+        let a_second_ago = || Some(Instant::now() - WRITE_EVERY);
+        notes.written_at = a_second_ago();
+        notes.offer(Some(&other), Duration::from_secs(3)).await;
+        assert_eq!(
+            recorded().as_deref(),
+            Some("pausing to keep to --rate 6 rows/s")
+        );
+        // A pause that ends clears it.
+        notes.written_at = a_second_ago();
+        notes.pause(Duration::from_millis(100), wait).await;
+        assert_eq!(recorded(), None);
+    }
+}
