@@ -1,7 +1,7 @@
 //! Backfills against a real Postgres: rows that already exist reach the receiver as `read`
 //! events, merged with the live stream so that replaying what the receiver got gives exactly
 //! the table's final contents; a crash mid-backfill resumes; `--where` and a missing primary
-//! key.
+//! key. What a backfill says it waits for: `waiting`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ use crate::e2e::{source_section, state_dir, wait_streaming, Walhook};
 use crate::support::json::{differences, same};
 use crate::support::receiver::{Receiver, Recorded};
 use crate::support::TestDb;
+
+mod waiting;
 
 /// A state directory with nothing left in it from an earlier run.
 pub(crate) fn fresh_dir(db: &TestDb) -> PathBuf {
