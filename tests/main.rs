@@ -13,6 +13,7 @@ mod delivery_http;
 mod e2e;
 mod e2e_more;
 mod faults;
+mod fidelity;
 mod fuzz_decoder;
 mod metrics;
 mod operations;

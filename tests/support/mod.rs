@@ -4,6 +4,7 @@
 
 pub mod json;
 mod postgres;
+pub mod python;
 pub mod receiver;
 
 #[allow(unused_imports)]
