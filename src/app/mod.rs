@@ -109,7 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(settled_tx);
 
     let (confirmed_tx, confirmed_rx) = watch::channel(slot_confirmed);
-    let confirmed_for_backfill = confirmed_rx.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
     let spec_for_guard = spec.clone();
@@ -143,7 +142,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config: config.clone(),
         store: store.clone(),
         chunks: chunks_tx,
-        confirmed: confirmed_for_backfill,
         loads: loads_tx,
     }));
     info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");

@@ -93,10 +93,7 @@ impl Pipeline {
                 // 5. A backfill whose chunk waits asks how loaded the pipeline is (at most once
                 //    a second; unanswered while a dispatch waits for a full worker queue).
                 Some(probe) = loads.recv() => {
-                    let _ = probe.send(Load {
-                        unsettled: self.acks.unsettled(),
-                        limit: self.max_unsettled,
-                    });
+                    let _ = probe.send(self.load());
                 }
                 // 6. New input, while the unsettled budget allows.
                 event = events.recv(), if room => match event {
@@ -334,6 +331,20 @@ impl Pipeline {
         self.reads.push((txn, closed.settled, closed.report));
         self.settle_reads();
         self.advance();
+    }
+
+    /// How loaded the pipeline is, for a backfill whose chunk waits.
+    fn load(&self) -> Load {
+        Load {
+            unsettled: self.acks.unsettled(),
+            limit: self.max_unsettled,
+            read: self.last_commit.max(self.acks.confirmed()),
+            chunk_unsettled: self
+                .reads
+                .iter()
+                .map(|(txn, _, _)| self.acks.outstanding(*txn))
+                .sum(),
+        }
     }
 
     /// Tells the runner about backfill chunks whose events all settled.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
@@ -15,7 +15,7 @@ use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
 
 use super::reread::{ChunkReport, Positions, Rereads};
 use super::table::{describe, TableShape};
-use super::waiting::{LoadProbe, Notes, Pipeline, Wait, Written};
+use super::waiting::{LoadProbe, Notes, Wait, Written};
 use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, Snapshot, WATERMARK_PREFIX};
 use super::{parse_table, BackfillError};
 
@@ -35,9 +35,7 @@ pub struct RunnerContext {
     pub store: Arc<Mutex<Store>>,
     /// To the pipeline, which takes these ahead of stream events.
     pub chunks: mpsc::Sender<ChunkOpen>,
-    /// The pipeline's confirmed position: how far it is from a chunk's high watermark.
-    pub confirmed: watch::Receiver<Lsn>,
-    /// Questions to the pipeline about its load, asked while a chunk waits.
+    /// Questions to the pipeline about its load and position, asked while a chunk waits.
     pub loads: mpsc::Sender<LoadProbe>,
 }
 
@@ -373,11 +371,7 @@ impl Reader<'_> {
             settled: settled_rx,
             subscribers: self.names,
         };
-        let pipeline = Pipeline {
-            confirmed: &ctx.confirmed,
-            loads: &ctx.loads,
-        };
-        match written.settled(pipeline, notes).await {
+        match written.settled(&ctx.loads, notes).await {
             Some(report) => Ok(Some(ChunkRead {
                 in_range: in_range.len(),
                 last,

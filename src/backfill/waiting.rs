@@ -10,12 +10,13 @@
 //!
 //! A wait is recorded once it lasted [`SHOW_AFTER`], the text refreshed at most once per
 //! [`WRITE_EVERY`], and cleared when the chunk's progress is saved. The runner asks the
-//! pipeline how loaded it is only then, once a second: nothing is done per event.
+//! pipeline where it is and how loaded only while a chunk waits, once a second: nothing is
+//! done per event.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -32,13 +33,18 @@ const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// hand an event to a subscriber whose queue is full.
 const PROBE_WAIT: Duration = Duration::from_millis(250);
 
-/// How loaded the pipeline is: its answer to a backfill that waits.
+/// Where the pipeline is and how loaded: its answer to a backfill that waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Load {
     /// Events handed to subscribers and not settled yet.
     pub unsettled: usize,
     /// `source.max_unsettled`: with that many unsettled, the pipeline reads no further.
     pub limit: usize,
+    /// How far the pipeline read the stream: the last transaction it read whole (or the
+    /// confirmed position, if further).
+    pub read: Lsn,
+    /// Events of dispatched backfill chunks not settled yet.
+    pub chunk_unsettled: usize,
 }
 
 /// A question to the pipeline: how loaded are you?
@@ -58,12 +64,12 @@ impl Load {
 pub(super) enum Wait<'a> {
     /// The chunk is written between its watermarks; the pipeline has not reached the high one.
     Stream {
-        /// WAL between the pipeline's confirmed position and the high watermark.
-        behind: u64,
+        /// WAL between what the pipeline read and the high watermark, if known.
+        behind: Option<u64>,
         /// `None`: the pipeline did not answer, busy handing an event to a full subscriber queue.
         load: Option<Load>,
-        /// When the pipeline should get there, at the pace its confirmed position moved since
-        /// the wait began; `None` if it did not move.
+        /// When the pipeline should get there, at the pace it read since the wait began; `None`
+        /// if it did not move.
         eta: Option<Duration>,
     },
     /// The pipeline handed the chunk's rows to the subscribers; not all were accepted yet.
@@ -94,8 +100,8 @@ pub(super) fn describe(rereading: Option<usize>, wait: Option<&Wait<'_>>) -> Opt
                 _ => "subscribers take events slower than the table was written",
             };
             let mut text = String::from("waiting for the stream to reach the chunk (");
-            if *behind > 0 {
-                text.push_str(&format!("walhook is {} behind it: ", size(*behind)));
+            if let Some(behind) = behind.filter(|b| *b > 0) {
+                text.push_str(&format!("walhook is {} behind it: ", size(behind)));
             }
             text.push_str(cause);
             if let Some(eta) = eta {
@@ -116,8 +122,9 @@ pub(super) fn describe(rereading: Option<usize>, wait: Option<&Wait<'_>>) -> Opt
             let mut text = format!("waiting for {who} to accept the chunk's {}", rows(*n));
             if let Some(load) = load {
                 text.push_str(&format!(
-                    " (walhook holds {} subscribers have not accepted yet)",
-                    events(load.unsettled)
+                    " ({} to go, among {} walhook holds for subscribers)",
+                    events(load.chunk_unsettled),
+                    load.unsettled
                 ));
             }
             text
@@ -264,25 +271,20 @@ pub(super) struct Written<'a> {
     pub subscribers: &'a [String],
 }
 
-/// What the runner consults while a chunk waits.
-pub(super) struct Pipeline<'a> {
-    /// The pipeline's confirmed position.
-    pub confirmed: &'a watch::Receiver<Lsn>,
-    pub loads: &'a mpsc::Sender<LoadProbe>,
-}
-
 impl Written<'_> {
     /// Waits until the chunk's events settled (`None`: the chunk was abandoned), saying what
     /// it waits for once that lasts.
     pub(super) async fn settled(
         mut self,
-        pipeline: Pipeline<'_>,
+        loads: &mpsc::Sender<LoadProbe>,
         notes: &mut Notes,
     ) -> Option<ChunkReport> {
         let started = Instant::now();
-        let from = *pipeline.confirmed.borrow();
         let mut dispatched: Option<usize> = None;
         let mut reached = false;
+        // The pipeline's read position: first heard (for the pace) and last heard.
+        let mut first: Option<(Instant, Lsn)> = None;
+        let mut last: Option<Lsn> = None;
         let mut tick = tokio::time::interval_at(started + WRITE_EVERY, WRITE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -294,12 +296,16 @@ impl Written<'_> {
                     dispatched = rows.ok();
                 }
                 _ = tick.tick() => {
+                    let load = probe(loads).await;
+                    if let Some(load) = load {
+                        first.get_or_insert((Instant::now(), load.read));
+                        last = Some(load.read);
+                    }
                     let waited = started.elapsed();
                     if waited < SHOW_AFTER {
                         notes.offer(None, waited).await;
                         continue;
                     }
-                    let load = probe(pipeline.loads).await;
                     let wait = match dispatched {
                         Some(rows) => Wait::Subscribers {
                             names: self.subscribers,
@@ -307,20 +313,11 @@ impl Written<'_> {
                             load,
                         },
                         None => {
-                            let confirmed = *pipeline.confirmed.borrow();
-                            let behind = self.high.0.saturating_sub(confirmed.0);
-                            let moved = confirmed.0.saturating_sub(from.0);
+                            let behind = last.map(|read| self.high.0.saturating_sub(read.0));
                             Wait::Stream {
                                 behind,
                                 load,
-                                eta: (moved > 0)
-                                    .then(|| {
-                                        Duration::try_from_secs_f64(
-                                            waited.as_secs_f64() * behind as f64 / moved as f64,
-                                        )
-                                        .ok()
-                                    })
-                                    .flatten(),
+                                eta: eta(first, last, behind),
                             }
                         }
                     };
@@ -331,7 +328,14 @@ impl Written<'_> {
     }
 }
 
-/// Asks the pipeline how loaded it is; `None` if it does not answer at once.
+/// When the pipeline reads `behind` more bytes, at the pace it read from `first` to `last`.
+fn eta(first: Option<(Instant, Lsn)>, last: Option<Lsn>, behind: Option<u64>) -> Option<Duration> {
+    let (since, from) = first?;
+    let moved = last?.0.checked_sub(from.0).filter(|m| *m > 0)?;
+    Duration::try_from_secs_f64(since.elapsed().as_secs_f64() * behind? as f64 / moved as f64).ok()
+}
+
+/// Asks the pipeline where it is and how loaded; `None` if it does not answer at once.
 async fn probe(loads: &mpsc::Sender<LoadProbe>) -> Option<Load> {
     let (ask, answer) = oneshot::channel();
     // A question still unanswered fills the channel: the pipeline is busy.
@@ -346,6 +350,8 @@ mod tests {
     const FULL: Option<Load> = Some(Load {
         unsettled: 19_500,
         limit: 20_000,
+        read: Lsn(0),
+        chunk_unsettled: 0,
     });
 
     #[test]
@@ -354,7 +360,7 @@ mod tests {
             describe(
                 None,
                 Some(&Wait::Stream {
-                    behind: 43_200_000,
+                    behind: Some(43_200_000),
                     load: FULL,
                     eta: Some(Duration::from_secs(130)),
                 })
@@ -369,7 +375,7 @@ mod tests {
             describe(
                 None,
                 Some(&Wait::Stream {
-                    behind: 2048,
+                    behind: Some(2048),
                     load: None,
                     eta: None,
                 })
@@ -378,15 +384,30 @@ mod tests {
             "waiting for the stream to reach the chunk (walhook is 2.0 kB behind it: \
              subscribers take events slower than the table was written)"
         );
+        assert_eq!(
+            describe(
+                None,
+                Some(&Wait::Stream {
+                    behind: None,
+                    load: None,
+                    eta: None,
+                })
+            )
+            .unwrap(),
+            "waiting for the stream to reach the chunk (subscribers take events slower than \
+             the table was written)"
+        );
         // Subscribers keep up: the stream itself is still being read.
         assert_eq!(
             describe(
                 None,
                 Some(&Wait::Stream {
-                    behind: 500,
+                    behind: Some(500),
                     load: Some(Load {
                         unsettled: 12,
-                        limit: 20_000
+                        limit: 20_000,
+                        read: Lsn(0),
+                        chunk_unsettled: 0,
                     }),
                     eta: Some(Duration::from_secs(4)),
                 })
@@ -405,16 +426,18 @@ mod tests {
                 None,
                 Some(&Wait::Subscribers {
                     names: &one,
-                    rows: 1000,
+                    rows: 973,
                     load: Some(Load {
-                        unsettled: 20_950,
-                        limit: 20_000
+                        unsettled: 20_000,
+                        limit: 20_000,
+                        read: Lsn(0),
+                        chunk_unsettled: 612,
                     }),
                 })
             )
             .unwrap(),
-            "waiting for subscriber app to accept the chunk's 1000 rows (walhook holds 20950 \
-             events subscribers have not accepted yet)"
+            "waiting for subscriber app to accept the chunk's 973 rows (612 events to go, among \
+             20000 walhook holds for subscribers)"
         );
         let two = ["billing".to_string(), "crm".to_string()];
         assert_eq!(
@@ -461,6 +484,25 @@ mod tests {
             "reading again 3 rows the stream changed without their TOASTed columns; waiting for \
              subscriber app to accept the chunk's 3 rows"
         );
+    }
+
+    #[test]
+    fn the_eta_is_the_rest_at_the_pace_read_since_the_wait_began() {
+        let ten_seconds_ago = Instant::now() - Duration::from_secs(10);
+        let eta = eta(
+            Some((ten_seconds_ago, Lsn(1000))),
+            Some(Lsn(3000)),
+            Some(500),
+        )
+        .unwrap();
+        assert!(eta.abs_diff(Duration::from_millis(2500)) < Duration::from_millis(100));
+        // Not moved, or nothing heard: no guess.
+        assert_eq!(eta_none(Some(Lsn(1000))), None);
+        assert_eq!(eta_none(None), None);
+    }
+
+    fn eta_none(last: Option<Lsn>) -> Option<Duration> {
+        eta(Some((Instant::now(), Lsn(1000))), last, Some(500))
     }
 
     #[tokio::test]

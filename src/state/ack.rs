@@ -95,13 +95,19 @@ impl AckTracker {
     /// Whether every delivery added to `txn` so far is settled (a transaction already dropped
     /// from the settled prefix counts as settled).
     pub fn is_settled(&self, txn: TxnId) -> bool {
+        self.outstanding(txn) == 0
+    }
+
+    /// Deliveries of `txn` not settled yet (none for a transaction dropped from the settled
+    /// prefix).
+    pub fn outstanding(&self, txn: TxnId) -> usize {
         let Some(index) = txn.0.checked_sub(self.first) else {
-            return true;
+            return 0;
         };
         usize::try_from(index)
             .ok()
             .and_then(|i| self.entries.get(i))
-            .is_none_or(|entry| entry.outstanding == 0)
+            .map_or(0, |entry| entry.outstanding)
     }
 
     /// Drops the settled prefix; returns the new confirmed LSN if it moved forward.
@@ -182,8 +188,10 @@ mod tests {
         acks.commit(a, Lsn(10));
         acks.settle(a, 1);
         assert!(!acks.is_settled(a));
+        assert_eq!(acks.outstanding(a), 1);
         acks.settle(a, 1);
         assert!(acks.is_settled(a));
+        assert_eq!(acks.outstanding(a), 0);
         acks.advance();
         assert!(acks.is_settled(a), "dropped from the prefix");
     }
