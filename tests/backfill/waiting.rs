@@ -157,7 +157,8 @@ async fn a_backfill_behind_a_stream_backlog_says_what_it_waits_for() {
         .wait_line("waiting for subscriber app to accept the chunk's 20 rows")
         .await;
     assert!(
-        line.starts_with("backfill 1 public.items: 0 / ~20 rows (0%)"),
+        line.starts_with("backfill 1 public.items: 0 / ~20 rows (0%)")
+            && line.contains(" events to go, among "),
         "{line}"
     );
 
