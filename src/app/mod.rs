@@ -179,6 +179,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await;
     guard.abort();
     backfills.abort();
+    // A running backfill waits for the next `walhook run` now, not for what it said it waited
+    // for. The runner records its waits on its own thread, so once it has ended none can
+    // land after this.
+    let _ = backfills.await;
+    if let Err(e) = with_store(&pipeline.store, |s| s.clear_backfill_waits()) {
+        warn!(error = %crate::error_chain(&e), "cannot clear what backfills wait for in the state file");
+    }
     if let Err(e) = &outcome {
         error!(error = %crate::error_chain(e), "walhook stopped");
     }

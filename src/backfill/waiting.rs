@@ -219,28 +219,25 @@ impl Notes {
     /// What the backfill waits for now, after waiting `waited`: recorded if the wait is long
     /// enough and the last write is old enough. Called again every second while waiting, so a
     /// text held back by [`WRITE_EVERY`] is written at the next call.
-    pub(super) async fn offer(&mut self, wait: Option<&Wait<'_>>, waited: Duration) {
+    ///
+    /// Written on this thread, like the progress saves beside it (at most once a second): a
+    /// write in the background could land after a later progress save, or after `walhook run`
+    /// cleared the waits at its end, and leave a wait that is over on record.
+    pub(super) fn offer(&mut self, wait: Option<&Wait<'_>>, waited: Duration) {
         let text = describe(self.rereading, wait.filter(|_| waited >= SHOW_AFTER));
         if text == self.shown || self.written_at.is_some_and(|at| at.elapsed() < WRITE_EVERY) {
             return;
         }
         self.written_at = Some(Instant::now());
-        let (id, store, record) = (self.id, self.store.clone(), text.clone());
-        // On the blocking pool (the write waits for an fsync), and awaited, so a later
-        // progress save cannot be overtaken by it.
-        let written = tokio::task::spawn_blocking(move || {
-            with_store(&store, |s| s.set_backfill_waiting(id, record.as_deref()))
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {
+        let id = self.id;
+        match with_store(&self.store, |s| s.set_backfill_waiting(id, text.as_deref())) {
+            Ok(()) => {
                 debug!(backfill = id, waiting = ?text, "backfill wait recorded");
                 self.shown = text;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 warn!(backfill = id, error = %crate::error_chain(&e), "cannot record what the backfill waits for")
             }
-            Err(_) => {}
         }
     }
 
@@ -252,10 +249,10 @@ impl Notes {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(end) => break,
-                _ = tick.tick() => self.offer(Some(&wait), started.elapsed()).await,
+                _ = tick.tick() => self.offer(Some(&wait), started.elapsed()),
             }
         }
-        self.offer(None, Duration::ZERO).await;
+        self.offer(None, Duration::ZERO);
     }
 }
 
@@ -303,7 +300,7 @@ impl Written<'_> {
                     }
                     let waited = started.elapsed();
                     if waited < SHOW_AFTER {
-                        notes.offer(None, waited).await;
+                        notes.offer(None, waited);
                         continue;
                     }
                     let wait = match dispatched {
@@ -321,7 +318,7 @@ impl Written<'_> {
                             }
                         }
                     };
-                    notes.offer(Some(&wait), waited).await;
+                    notes.offer(Some(&wait), waited);
                 }
             }
         }
@@ -526,24 +523,24 @@ mod tests {
         let mut notes = Notes::new(id, store.clone());
         let wait = Wait::Rate { rate: 5 };
         // A short wait says nothing.
-        notes.offer(Some(&wait), Duration::from_secs(1)).await;
+        notes.offer(Some(&wait), Duration::from_secs(1));
         assert_eq!(recorded(), None);
         // A long one is recorded...
-        notes.offer(Some(&wait), Duration::from_secs(2)).await;
+        notes.offer(Some(&wait), Duration::from_secs(2));
         assert_eq!(
             recorded().as_deref(),
             Some("pausing to keep to --rate 5 rows/s")
         );
         // ...and changes no sooner than a second later.
         let other = Wait::Rate { rate: 6 };
-        notes.offer(Some(&other), Duration::from_secs(3)).await;
+        notes.offer(Some(&other), Duration::from_secs(3));
         assert_eq!(
             recorded().as_deref(),
             Some("pausing to keep to --rate 5 rows/s")
         );
         let a_second_ago = || Some(Instant::now() - WRITE_EVERY);
         notes.written_at = a_second_ago();
-        notes.offer(Some(&other), Duration::from_secs(3)).await;
+        notes.offer(Some(&other), Duration::from_secs(3));
         assert_eq!(
             recorded().as_deref(),
             Some("pausing to keep to --rate 6 rows/s")

@@ -218,6 +218,16 @@ impl Store {
         })
     }
 
+    /// Forgets every recorded wait: the `walhook run` that recorded them stops, and a backfill
+    /// it leaves running waits for the next one (which records its own waits).
+    pub fn clear_backfill_waits(&mut self) -> Result<(), StateError> {
+        self.write("clear what backfills wait for", |tx| {
+            tx.prepare_cached("UPDATE backfills SET waiting = NULL WHERE waiting IS NOT NULL")?
+                .execute([])?;
+            Ok(())
+        })
+    }
+
     /// Marks a backfill done (`error` `None`) or failed.
     pub fn finish_backfill(
         &mut self,
@@ -281,6 +291,9 @@ mod tests {
         assert_eq!(got.rows_done, 3);
         assert_eq!(got.subscribers, ["billing"]);
         assert_eq!(got.started_at, Some(UnixMillis(12)));
+        store.set_backfill_waiting(b, Some("pausing")).unwrap();
+        store.clear_backfill_waits().unwrap();
+        assert_eq!(store.backfill(b).unwrap().unwrap().waiting, None);
         store.set_backfill_waiting(b, Some("pausing")).unwrap();
         store.finish_backfill(b, None, UnixMillis(14)).unwrap();
         store
