@@ -105,7 +105,9 @@ pub(super) fn describe(rereading: Option<usize>, wait: Option<&Wait<'_>>) -> Opt
             }
             text.push_str(cause);
             if let Some(eta) = eta {
-                text.push_str(&format!("; about {} at the current pace", duration(*eta)));
+                // In whole seconds, rounded up: "about 0s" reads as a wait that is not there.
+                let eta = Duration::from_secs(eta.as_secs_f64().ceil() as u64);
+                text.push_str(&format!("; about {} at the current pace", duration(eta)));
             }
             text.push(')');
             text

@@ -64,7 +64,7 @@ fn a_chunk_behind_a_backlog_says_how_far_and_why() {
                     read: Lsn(0),
                     chunk_unsettled: 0,
                 }),
-                eta: Some(Duration::from_secs(4)),
+                eta: Some(Duration::from_millis(3_200)),
             })
         )
         .unwrap(),
