@@ -7,6 +7,7 @@
 //!      └──── confirmed LSN (watch) ─┴──────────── settled (TxnIds) ◀─────────┘
 //! ```
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::api::{self, ApiError};
-use crate::backfill::{self, ChunkOpen, ChunkReport, Closed, Load, LoadProbe, Windows};
+use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
 use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
@@ -160,8 +161,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         checkpoint: PeriodicWrite::new(CHECKPOINT_EVERY),
         slot: config.source.slot.clone(),
         windows: Windows::default(),
+        holds: VecDeque::new(),
         reads: Vec::new(),
     };
+    resume_backfills(&mut pipeline);
     let outcome = pipeline
         .run(
             Inputs {
@@ -193,6 +196,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         api.stop().await;
     }
     outcome
+}
+
+/// A backfill left running by a stopped walhook resumes: its next report must fold what the
+/// slot sends again (see `Pipeline::hold`).
+fn resume_backfills(pipeline: &mut Pipeline) {
+    let running = match with_store(&pipeline.store, |s| s.active_backfills()) {
+        Ok(active) => active,
+        Err(e) => {
+            warn!(error = %crate::error_chain(&e), "cannot read the backfill requests");
+            return;
+        }
+    };
+    for backfill in running
+        .iter()
+        .filter(|b| b.status == crate::state::BackfillStatus::Running)
+    {
+        if let Ok(table) = backfill::parse_table(&backfill.table) {
+            pipeline.resume_backfill(backfill.id, &table.schema, &table.name);
+        }
+    }
 }
 
 /// Creates the publication and slot if missing; returns the slot's confirmed position. When it

@@ -33,6 +33,9 @@ pub(super) struct Pipeline {
     pub(super) slot: String,
     /// Backfill chunks between their watermarks.
     pub(super) windows: Windows,
+    /// Per running backfill, in stream order, what holds the confirmed position at the start
+    /// of the changes its next reports fold (see [`Pipeline::hold`]).
+    pub(super) holds: VecDeque<(i64, TxnId)>,
     /// Backfill chunks dispatched: the runner hears once their events settled.
     pub(super) reads: Vec<(TxnId, oneshot::Sender<ChunkReport>, ChunkReport)>,
 }
@@ -44,7 +47,7 @@ pub(super) struct Inputs {
     pub(super) source: tokio::task::JoinHandle<Result<(), SourceError>>,
     pub(super) problems: mpsc::Receiver<SlotProblem>,
     /// Backfill chunks, announced before their low watermark is written.
-    pub(super) chunks: mpsc::Receiver<ChunkOpen>,
+    pub(super) chunks: mpsc::Receiver<Signal>,
     /// A waiting backfill's questions about the load, to say why it waits.
     pub(super) loads: mpsc::Receiver<LoadProbe>,
     pub(super) stop_source: watch::Sender<bool>,
@@ -89,7 +92,7 @@ impl Pipeline {
                 Some(txns) = settled.recv() => self.settle(&txns),
                 // 4. Backfill chunks, ahead of the stream events: a chunk is sent before its
                 //    low watermark is written, so it is known when the watermark arrives.
-                Some(open) = chunks.recv() => self.windows.register(open),
+                Some(signal) = chunks.recv() => self.backfill_signal(signal),
                 // 5. A backfill whose chunk waits asks how loaded the pipeline is (at most once
                 //    a second; unanswered while a dispatch waits for a full worker queue).
                 Some(probe) = loads.recv() => {
@@ -328,7 +331,11 @@ impl Pipeline {
         }
         self.acks.commit(txn, lsn);
         tracing::debug!(backfill = closed.backfill, rows = closed.rows.len(), dropped = closed.report.dropped.len(), %lsn, "backfill chunk dispatched");
-        self.reads.push((txn, closed.settled, closed.report));
+        let mut report = closed.report;
+        // The changes after this high watermark go to the next report: hold from here.
+        report.release = self.holds.back().map(|&(_, hold)| hold);
+        self.hold(closed.backfill, lsn);
+        self.reads.push((txn, closed.settled, report));
         self.settle_reads();
         self.advance();
     }
@@ -345,6 +352,56 @@ impl Pipeline {
                 .map(|(txn, _, _)| self.acks.outstanding(*txn))
                 .sum(),
         }
+    }
+
+    /// A backfill's reports fold the stream's changes of its table between its chunks, in
+    /// memory; the runner saves what it learns from a report with its progress. Until it has,
+    /// the slot must not confirm past the start of those changes, so that after a crash the
+    /// stream brings them again (and [`Windows::watch`] folds them again). A hold is a
+    /// transaction of one delivery in the ack tracker, at the position the changes start from,
+    /// settled when the runner says it saved (or the backfill ended).
+    fn hold(&mut self, backfill: i64, at: Lsn) {
+        let txn = self.acks.begin();
+        self.acks.add(txn, 1);
+        self.acks.commit(txn, at);
+        self.holds.push_back((backfill, txn));
+    }
+
+    /// What the runner says: a chunk to register, a report saved, or a backfill ended.
+    pub(super) fn backfill_signal(&mut self, signal: Signal) {
+        match signal {
+            Signal::Open(open) => {
+                if !self.holds.iter().any(|&(b, _)| b == open.backfill) {
+                    // The backfill's first chunk in this run: its reports start from here.
+                    let at = self.acks.confirmed();
+                    self.hold(open.backfill, at);
+                }
+                self.windows.register(open);
+            }
+            Signal::Saved(release) => {
+                while let Some(&(_, hold)) = self.holds.front().filter(|&&(_, h)| h <= release) {
+                    self.acks.settle(hold, 1);
+                    self.holds.pop_front();
+                }
+                self.advance();
+            }
+            Signal::Ended(backfill) => {
+                for &(_, hold) in self.holds.iter().filter(|&&(b, _)| b == backfill) {
+                    self.acks.settle(hold, 1);
+                }
+                self.holds.retain(|&(b, _)| b != backfill);
+                self.windows.end(backfill);
+                self.advance();
+            }
+        }
+    }
+
+    /// At start, for a backfill a stopped walhook left running: its next report must fold the
+    /// changes the slot sends again from its confirmed position.
+    pub(super) fn resume_backfill(&mut self, backfill: i64, schema: &str, name: &str) {
+        self.windows.watch(backfill, schema, name);
+        let at = self.acks.confirmed();
+        self.hold(backfill, at);
     }
 
     /// Tells the runner about backfill chunks whose events all settled.

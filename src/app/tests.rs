@@ -34,6 +34,7 @@ fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
         checkpoint: PeriodicWrite::new(CHECKPOINT_EVERY),
         slot: "s".into(),
         windows: Windows::default(),
+        holds: VecDeque::new(),
         reads: Vec::new(),
     };
     (pipeline, jobs)
@@ -161,4 +162,54 @@ async fn a_replay_hands_out_again_what_came_after_its_position() {
     assert_eq!(pipeline.acks.confirmed(), Lsn(0x250));
     pipeline.settle(&[again.txn]);
     assert_eq!(pipeline.acks.confirmed(), end);
+}
+
+/// A watermark message of backfill 9's chunk 1 at `lsn`.
+fn watermark(lsn: Lsn, kind: &str) -> SourceEvent {
+    SourceEvent::Message {
+        lsn,
+        prefix: backfill::WATERMARK_PREFIX.into(),
+        content: format!("{kind}:9:1").into_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn a_backfills_changes_are_not_confirmed_until_the_runner_saved_what_it_learned() {
+    // GIVEN a backfill's chunk registered at 0x100, read between watermarks at 0x150 and 0x300,
+    // with a settled transaction of its table in between
+    let (mut pipeline, mut jobs) = pipeline(Lsn(0x100));
+    let (rows_tx, rows) = oneshot::channel();
+    let (dispatched, _) = oneshot::channel();
+    let (settled, mut report) = oneshot::channel();
+    pipeline.backfill_signal(Signal::Open(backfill::ChunkOpen {
+        backfill: 9,
+        chunk: 1,
+        table: insert(Lsn(0), 1).table,
+        subscribers: vec![0],
+        rows,
+        dispatched,
+        settled,
+    }));
+    pipeline.handle(watermark(Lsn(0x150), "low")).await;
+    let end = one_transaction(&mut pipeline, Lsn(0x200)).await;
+    let job = jobs.recv().await.unwrap();
+    pipeline.settle(&[job.txn]);
+    rows_tx.send(backfill::ChunkRows::default()).unwrap();
+    // WHEN the high watermark closes the chunk and its (empty) read settles
+    pipeline.handle(watermark(Lsn(0x300), "high")).await;
+    let report = report.try_recv().expect("the chunk settled");
+    // THEN the transaction, folded into the report, is not confirmed yet: a crash now would
+    // lose what the report says unless the stream brings it again
+    assert!(end > Lsn(0x100));
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x100));
+    // AND once the runner saved, everything up to the high watermark is
+    pipeline.backfill_signal(Signal::Saved(report.release.expect("a hold to release")));
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x300));
+    // AND later changes wait for the next report, or for the backfill's end
+    one_transaction(&mut pipeline, Lsn(0x400)).await;
+    let job = jobs.recv().await.unwrap();
+    pipeline.settle(&[job.txn]);
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x300));
+    pipeline.backfill_signal(Signal::Ended(9));
+    assert_eq!(pipeline.acks.confirmed(), Lsn(0x430));
 }

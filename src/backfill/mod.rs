@@ -51,6 +51,6 @@ pub use runner::{run as run_backfills, RunnerContext};
 pub use table::{describe, TableShape};
 pub use waiting::{Load, LoadProbe};
 pub use window::{
-    parse_watermark, ChunkOpen, ChunkRow, ChunkRows, Closed, Snapshot, Watermark, Windows,
+    parse_watermark, ChunkOpen, ChunkRow, ChunkRows, Closed, Signal, Snapshot, Watermark, Windows,
     WATERMARK_PREFIX,
 };

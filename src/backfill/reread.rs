@@ -92,6 +92,7 @@ impl Fold {
             dropped,
             touches: self.touches,
             truncated: self.truncated,
+            release: None,
         }
     }
 }
@@ -104,6 +105,10 @@ pub struct ChunkReport {
     /// The stream's changes of the table since the previous chunk closed.
     pub touches: HashMap<String, Touch>,
     pub truncated: bool,
+    /// Set by the pipeline: what holds the slot's confirmed position at the start of the
+    /// changes this report folds, until the runner saved what it learned from them (so after
+    /// a crash the stream is read again from there, and the next run folds them again).
+    pub release: Option<crate::state::TxnId>,
 }
 
 impl ChunkReport {

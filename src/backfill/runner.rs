@@ -16,7 +16,9 @@ use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
 use super::reread::{ChunkReport, Positions, Rereads};
 use super::table::{describe, TableShape};
 use super::waiting::{LoadProbe, Notes, Wait, Written};
-use super::window::{normalize, ChunkOpen, ChunkRow, ChunkRows, Snapshot, WATERMARK_PREFIX};
+use super::window::{
+    normalize, ChunkOpen, ChunkRow, ChunkRows, Signal, Snapshot, WATERMARK_PREFIX,
+};
 use super::{parse_table, BackfillError};
 
 /// How often the state file is read for new requests.
@@ -34,7 +36,7 @@ pub struct RunnerContext {
     pub config: Config,
     pub store: Arc<Mutex<Store>>,
     /// To the pipeline, which takes these ahead of stream events.
-    pub chunks: mpsc::Sender<ChunkOpen>,
+    pub chunks: mpsc::Sender<Signal>,
     /// Questions to the pipeline about its load and position, asked while a chunk waits.
     pub loads: mpsc::Sender<LoadProbe>,
 }
@@ -84,6 +86,9 @@ pub async fn run(ctx: RunnerContext) {
             s.finish_backfill(id, error.as_deref(), UnixMillis::now())
         }) {
             warn!(backfill = id, error = %crate::error_chain(&e), "cannot record the backfill's end");
+        }
+        if ctx.chunks.send(Signal::Ended(id)).await.is_err() {
+            return;
         }
     }
 }
@@ -233,6 +238,12 @@ async fn run_one(
             )
         })?;
         notes.saved(waiting);
+        if let Some(release) = read.report.release {
+            ctx.chunks
+                .send(Signal::Saved(release))
+                .await
+                .map_err(|_| BackfillError::PipelineClosed)?;
+        }
         if position == Position::End && !rereads.is_empty() && rereads == before {
             // The stream keeps changing these rows inside every window: give it time.
             fruitless += 1;
@@ -305,7 +316,7 @@ impl Reader<'_> {
         let (dispatched, dispatched_rx) = oneshot::channel();
         let (settled, settled_rx) = oneshot::channel();
         ctx.chunks
-            .send(ChunkOpen {
+            .send(Signal::Open(ChunkOpen {
                 backfill: self.backfill,
                 chunk,
                 table: self.shape.table.clone(),
@@ -313,7 +324,7 @@ impl Reader<'_> {
                 rows,
                 dispatched,
                 settled,
-            })
+            }))
             .await
             .map_err(|_| BackfillError::PipelineClosed)?;
         if warm_up {

@@ -38,6 +38,18 @@ pub fn parse_watermark(prefix: &str, content: &[u8]) -> Option<(Watermark, i64, 
     parts.next().is_none().then_some((kind, id, chunk))
 }
 
+/// What the runner tells the pipeline, in order.
+#[derive(Debug)]
+pub enum Signal {
+    /// A chunk is about to be read.
+    Open(ChunkOpen),
+    /// The progress up to a chunk was saved, with what its report said: the stream before the
+    /// chunk's high watermark need not be read again after a crash (`ChunkReport::release`).
+    Saved(crate::state::TxnId),
+    /// The backfill is done or failed.
+    Ended(i64),
+}
+
 /// A chunk the runner is about to read, registered before its low watermark is written (so
 /// the pipeline, which takes these before stream events, knows it when the watermark arrives).
 #[derive(Debug)]
@@ -153,7 +165,7 @@ pub struct Windows {
     previous: HashMap<i64, (Arc<Table>, History)>,
     /// Per backfill, the table's changes since its last closed chunk, for the rows to read
     /// again.
-    folds: HashMap<i64, (Arc<Table>, Fold)>,
+    folds: HashMap<i64, ((String, String), Fold)>,
 }
 
 /// Changes remembered per backfill between its chunks.
@@ -178,10 +190,26 @@ impl Windows {
         // Backfills run one at a time: another's history is of no more use.
         self.previous.retain(|&b, _| b == backfill);
         self.folds.retain(|&b, _| b == backfill);
-        let table = self.chunks[&(backfill, chunk)].open.table.clone();
+        let table = &self.chunks[&(backfill, chunk)].open.table;
+        let name = (table.schema.clone(), table.name.clone());
         self.folds
             .entry(backfill)
-            .or_insert_with(|| (table, Fold::default()));
+            .or_insert_with(|| (name, Fold::default()));
+    }
+
+    /// Folds the changes of `schema.name` for backfill `backfill` from now on, before its
+    /// runner registers a chunk: at start, for a backfill a stopped walhook left running, so
+    /// the changes read again from the slot reach its next chunk's report.
+    pub fn watch(&mut self, backfill: i64, schema: &str, name: &str) {
+        self.folds
+            .entry(backfill)
+            .or_insert_with(|| ((schema.to_string(), name.to_string()), Fold::default()));
+    }
+
+    /// Backfill `backfill` ended: nothing more to fold for it.
+    pub fn end(&mut self, backfill: i64) {
+        self.folds.remove(&backfill);
+        self.previous.remove(&backfill);
     }
 
     /// A change of the stream: its keys are noted in every open window on its table.
@@ -193,7 +221,10 @@ impl Windows {
         self.chunks.retain(|_, w| !w.open.settled.is_closed());
         let on =
             |table: &Table| table.schema == change.table.schema && table.name == change.table.name;
-        for (_, fold) in self.folds.values_mut().filter(|(t, _)| on(t)) {
+        let named = |(schema, name): &(String, String)| {
+            *schema == change.table.schema && *name == change.table.name
+        };
+        for (_, fold) in self.folds.values_mut().filter(|(t, _)| named(t)) {
             fold_change(fold, change);
         }
         for (table, history) in self.previous.values_mut() {
