@@ -13,7 +13,7 @@ use walhook::state::BackfillStatus;
 use crate::backfill::{backfill_in, cli, events_of, fresh_dir, write_config};
 use crate::e2e::{source_section, wait_streaming, Walhook};
 use crate::support::json::{differences, same};
-use crate::support::receiver::Receiver;
+use crate::support::receiver::{Receiver, Reply};
 use crate::support::TestDb;
 
 /// `rows` rows of `public.docs` whose `body` (3,200 characters, stored out of line and
@@ -225,5 +225,64 @@ async fn a_backfill_under_updates_that_leave_a_toasted_column_alone_sends_every_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    walhook.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_change_waits_for_the_old_keys_earlier_events() {
+    // GIVEN a receiver that fails the first attempt of every insert, and walhook streaming
+    // public.docs to it with a short retry delay
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    docs(&client, 0).await;
+    let receiver = Receiver::with_policy(|request, attempt| {
+        if attempt == 1 && request.body_text().contains(r#""operation":"insert""#) {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let dir = fresh_dir(&db);
+    let config = format!(
+        r#"{source}
+        [subscribers.app]
+        url = "{url}"
+        retry = {{ initial = "300ms", max = "1s" }}
+        [[events]]
+        type = "doc.changed"
+        table = "public.docs"
+        subscribers = ["app"]
+        "#,
+        source = source_section(&db),
+        url = receiver.url("/hooks"),
+    );
+    let walhook = Walhook::start(&config, &dir);
+    wait_streaming(&client, db.name()).await;
+    // WHEN a row is inserted (its event fails once and waits for its retry), then moved to
+    // another primary key without its TOASTed body
+    client
+        .batch_execute(
+            "INSERT INTO docs VALUES (1, 0, repeat('x', 3000));
+             UPDATE docs SET id = 2, v = 1 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let requests = receiver
+        .wait_for(|r| r.len() >= 3, Duration::from_secs(30))
+        .await;
+    // THEN the move reaches the receiver only after the insert of the key it moves from, so a
+    // receiver that moves the row it holds keeps the body
+    let accepted: Vec<String> = requests
+        .iter()
+        .filter(|r| r.attempt > 1 || !r.body_text().contains(r#""operation":"insert""#))
+        .flat_map(events_of)
+        .map(|e| e["data"]["operation"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(accepted, ["insert", "update"]);
+    let mut replica = Replica::default();
+    replica.catch_up(&receiver);
+    let (count, wrong) = replica.differences(&table_rows(&client).await);
+    assert_eq!(count, 0, "{wrong:#?}");
     walhook.stop().await;
 }

@@ -448,8 +448,17 @@ impl Worker {
                     let rest = self.keys.remove(&key).unwrap_or_default();
                     self.ready.retain(|(k, _)| k != &key);
                     self.unload(&job.event.table, rest.len());
+                    // A barrier of the table waited for this job: it waits behind it in the
+                    // store now (the store sends a barrier after its table's earlier events).
+                    let barrier = if job.event.is_truncate {
+                        None
+                    } else {
+                        self.barriers.remove(&job.event.table)
+                    };
                     self.to_store.push((job, Some(attempt.clone())));
                     self.to_store.extend(rest.into_iter().map(|j| (j, None)));
+                    self.to_store
+                        .extend(barrier.into_iter().flatten().map(|j| (j, None)));
                 }
                 Verdict::DeadLetter | Verdict::Gone => {
                     self.to_dead_letter.push((job, attempt.clone()))
@@ -660,6 +669,14 @@ impl Worker {
         } else {
             self.config.concurrency
         };
+        // A held barrier also waits for its table's live events (queued or in flight): they
+        // came before it. It stays first in line for the next look.
+        let load = &self.table_load;
+        let (waiting, ready): (VecDeque<PendingEvent>, VecDeque<PendingEvent>) =
+            std::mem::take(&mut self.due).into_iter().partition(|p| {
+                p.event.is_truncate && load.get(&p.event.table).is_some_and(|&n| n > 0)
+            });
+        self.due = ready;
         // Held events are sent in batches of `batch_size` too, without waiting for more.
         while self.in_flight.len() < limit && !self.due.is_empty() {
             let size = self.config.batch_size.min(self.due.len());
@@ -668,6 +685,10 @@ impl Worker {
                 self.retrying.insert(pending.event.id.clone());
             }
             self.send(Sent::Held(held));
+        }
+        if !waiting.is_empty() {
+            let rest = std::mem::replace(&mut self.due, waiting);
+            self.due.extend(rest);
         }
         Ok(())
     }

@@ -21,7 +21,8 @@ pub struct Event {
     pub commit_lsn: Lsn,
     /// Commit time in microseconds since the Unix epoch (for latency metrics).
     pub commit_time_micros: i64,
-    /// A truncate is a barrier for its table's keys.
+    /// A barrier for its table's keys: a truncate, or an update that moved its row to another
+    /// ordering key (it goes after every earlier event of the table, before any later one).
     pub is_truncate: bool,
 }
 

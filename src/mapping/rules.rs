@@ -165,7 +165,8 @@ impl Mapper {
                     body,
                     commit_lsn: change.commit_lsn,
                     commit_time_micros: change.commit_time_micros,
-                    is_truncate: change.operation == Operation::Truncate,
+                    is_truncate: change.operation == Operation::Truncate
+                        || moves_key(change, rule.key.as_deref()),
                 }),
                 subscribers: rule.subscribers.clone(),
             });
@@ -207,13 +208,10 @@ fn projection(change: &Change, columns: Option<&[String]>) -> Projection {
     })
 }
 
-/// `schema.table:[<key values>]`: the rule's `key` columns, else the primary key, else the
-/// replica identity columns. The new row's values, or the old row's for a delete.
-fn key(change: &Change, table: &str, key_columns: Option<&[String]>) -> String {
-    if change.operation == Operation::Truncate {
-        return table.to_string();
-    }
-    let columns: Cow<'_, [usize]> = match key_columns {
+/// The ordering key's columns: the rule's `key` columns, else the primary key, else the
+/// replica identity columns.
+fn key_columns<'a>(change: &'a Change, key_columns: Option<&[String]>) -> Cow<'a, [usize]> {
+    match key_columns {
         Some(names) => names
             .iter()
             .filter_map(|name| change.table.columns.iter().position(|c| &c.name == name))
@@ -222,7 +220,32 @@ fn key(change: &Change, table: &str, key_columns: Option<&[String]>) -> String {
         None => (0..change.table.columns.len())
             .filter(|&i| change.table.columns[i].is_key)
             .collect(),
+    }
+}
+
+/// Whether an update moves the row to another ordering key (its old image shows other values
+/// in the key columns). Such an event belongs to two keys: the old key's earlier events must
+/// reach the subscriber before it (a receiver moves the row it holds, with its unchanged TOAST
+/// values), and the new key's later events after it. So it is a barrier for its table, like a
+/// truncate.
+fn moves_key(change: &Change, rule_key: Option<&[String]>) -> bool {
+    let (Operation::Update, Some(old), Some(row)) =
+        (change.operation, change.old.as_ref(), change.row.as_ref())
+    else {
+        return false;
     };
+    key_columns(change, rule_key).iter().any(
+        |&i| matches!((old.get(i), row.get(i)), (Some(before), Some(after)) if before != after),
+    )
+}
+
+/// `schema.table:[<key values>]`: the values of the [`key_columns`]. The new row's values, or
+/// the old row's for a delete.
+fn key(change: &Change, table: &str, key_columns_of_rule: Option<&[String]>) -> String {
+    if change.operation == Operation::Truncate {
+        return table.to_string();
+    }
+    let columns = key_columns(change, key_columns_of_rule);
     let image = match change.operation {
         Operation::Delete => change.old.as_ref(),
         _ => change.row.as_ref(),

@@ -388,3 +388,41 @@ fn a_body_fits_the_length_it_is_allocated_with() {
         }
     }
 }
+
+#[test]
+fn an_update_that_moves_its_row_to_another_key_is_a_barrier_for_its_table() {
+    let mapper = Mapper::new(&config(
+        r#"
+        [[events]]
+        type = "order.changed"
+        table = "public.orders"
+        subscribers = ["billing"]
+        [[events]]
+        type = "order.by_status"
+        table = "public.orders"
+        key = ["status"]
+        subscribers = ["crm"]
+        "#,
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    // GIVEN an update of the status only: the primary key stays, the `status` key moves
+    mapper.map(&update("\"new\"", "\"paid\""), &mut out);
+    assert!(!out[0].event.is_truncate, "same primary key");
+    assert!(out[1].event.is_truncate, "another status");
+    // AND an update of the primary key: a barrier for both rules, keyed on the new row
+    let mut moved = update("\"new\"", "\"new\"");
+    moved.old = Some(image(&[Some("41"), Some("\"new\""), None, None]));
+    out.clear();
+    mapper.map(&moved, &mut out);
+    assert!(out[0].event.is_truncate);
+    assert_eq!(out[0].event.key, "public.orders:[42]");
+    assert!(!out[1].event.is_truncate, "the status key did not move");
+    // AND an update whose old image lacks the key columns (default replica identity, key
+    // unchanged) is no barrier
+    let mut plain = update("\"new\"", "\"paid\"");
+    plain.old = None;
+    out.clear();
+    mapper.map(&plain, &mut out);
+    assert!(!out[0].event.is_truncate && !out[1].event.is_truncate);
+}
