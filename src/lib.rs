@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod mapping;
+pub mod model;
 pub mod source;
 pub mod state;
 pub mod telemetry;

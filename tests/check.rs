@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use walhook::config::TableName;
+use walhook::model::TableName;
 use walhook::source::prerequisites::{check, Expectations, Finding};
 
 use crate::support::{connect, Cluster, TestDb};

@@ -1,8 +1,8 @@
 //! Checking a backfill request against the config and the database before it is recorded, so
 //! a mistake is reported to whoever asked, not found later by `walhook run`.
 
-use crate::config::{Config, TableName};
-use crate::source::Operation;
+use crate::config::Config;
+use crate::model::{Operation, TableName};
 use crate::state::{NewBackfill, Store, UnixMillis};
 
 use super::table::{describe, qualified};

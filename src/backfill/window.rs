@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::source::{Change, Operation, RowImage, Table};
+use crate::model::{Change, Operation, RowImage, Table};
 
 use super::reread::{ChunkReport, Fold};
 
@@ -389,7 +389,7 @@ pub fn normalize(json: &str) -> String {
 mod tests {
     use super::*;
     use crate::backfill::reread::Touch;
-    use crate::source::{Datum, Lsn, ReplicaIdentity, TableColumn};
+    use crate::model::{Datum, Lsn, ReplicaIdentity, TableColumn};
 
     fn table() -> Arc<Table> {
         let column = |name: &str| TableColumn {

@@ -104,7 +104,7 @@ pub async fn teardown(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn target<'a>(config: &'a Config, tables: &'a [&'a crate::config::TableName]) -> Target<'a> {
+fn target<'a>(config: &'a Config, tables: &'a [&'a crate::model::TableName]) -> Target<'a> {
     Target {
         slot: &config.source.slot,
         publication: &config.source.publication,

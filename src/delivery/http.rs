@@ -270,7 +270,7 @@ fn one_line(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Lsn;
+    use crate::model::Lsn;
 
     fn event(id: &str, body: &str) -> Event {
         Event {

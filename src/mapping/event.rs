@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::source::Lsn;
+use crate::model::Lsn;
 
 /// One event, ready to send: its body is the compact JSON of DESIGN.md "The webhook request".
 /// Shared (`Arc`) between the subscribers of its rule; never changed after mapping.

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::warn;
 
-use crate::config::{Config, TableName};
-use crate::source::{push_json_string, Change, Lsn, Operation, RowImage, Table};
+use crate::config::Config;
+use crate::model::{Change, Lsn, Operation, RowImage, Table, TableName};
+use crate::source::push_json_string;
 
 use super::body::{body, Projection};
 use super::filter::{Filter, FilterError};

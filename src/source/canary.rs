@@ -26,8 +26,7 @@ use tracing::{debug, warn};
 
 use super::connect::{connect_sql, ConnectError, ConnectSpec};
 use super::sql;
-use super::{Change, Lsn};
-use crate::config::TableName;
+use crate::model::{Change, Lsn, TableName};
 
 /// The comment that marks a canary table as walhook's own.
 pub const OWNED_COMMENT: &str = "walhook: canary rows written by walhook run (source.canary)";

@@ -2,21 +2,17 @@
 //! and the slot and publication SQL. It never sees subscribers or HTTP.
 
 mod catalog;
-mod change;
 mod connect;
-mod lsn;
 mod pgoutput;
 mod replication;
 mod value;
 mod wire;
 
 pub use catalog::{resolve_type, CatalogError};
-pub use change::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 pub use connect::{
     connect_sql, connect_sql_url, server_version, ConnectError, ConnectSpec, Endpoint, Host,
     SpecError, SslMode, TlsError,
 };
-pub use lsn::{Lsn, ParseLsnError};
 pub use pgoutput::{
     Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
     RelationMessage, TruncateOptions, TupleData, TupleValue,

@@ -1,7 +1,7 @@
 //! `walhook check`: everything the database must provide before walhook can stream, each
 //! finding with the SQL that fixes it.
 
-use crate::config::TableName;
+use crate::model::TableName;
 
 use super::sql;
 

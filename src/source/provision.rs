@@ -2,7 +2,7 @@
 //! `walhook setup` prints or applies the plan, `walhook run` applies it on first start, and
 //! `walhook teardown` undoes it so no slot is left behind to retain WAL.
 
-use crate::config::TableName;
+use crate::model::TableName;
 
 use super::sql;
 

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::source::Lsn;
+use crate::model::Lsn;
 
 /// A transaction (or a caught-up marker) the tracker follows, by stream position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::source::{Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+use crate::model::{Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 
 fn canary_table() -> TableName {
     TableName {
