@@ -22,14 +22,14 @@ use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Window
 use crate::config::Config;
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
-use crate::model::Lsn;
+use crate::model::{Lsn, TxnId};
 use crate::source::provision::{self, ProvisionError, Target};
 use crate::source::slot_guard::{self, LagWarning, SlotProblem};
 use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, TxnId, UnixMillis};
+use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
 mod pipeline;

@@ -45,7 +45,7 @@ pub enum Signal {
     Open(ChunkOpen),
     /// The progress up to a chunk was saved, with what its report said: the stream before the
     /// chunk's high watermark need not be read again after a crash (`ChunkReport::release`).
-    Saved(crate::state::TxnId),
+    Saved(crate::model::TxnId),
     /// The backfill is done or failed.
     Ended(i64),
 }

@@ -12,7 +12,7 @@ use reqwest::redirect;
 use super::retry::{classify, classify_error, Verdict};
 use super::signing::Signer;
 use crate::config::SubscriberConfig;
-use crate::mapping::Event;
+use crate::model::Event;
 
 const USER_AGENT: &str = concat!("walhook/", env!("CARGO_PKG_VERSION"));
 

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::Table;
-use crate::source::push_json_string;
+use crate::model::{push_json_string, Table};
 
 /// The names of one table shape, ready to copy into event bodies.
 #[derive(Debug)]

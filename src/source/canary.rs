@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 
 use super::connect::{connect_sql, ConnectError, ConnectSpec};
 use super::sql;
-use crate::model::{Change, Lsn, TableName};
+use crate::model::{push_json_string, Change, Lsn, TableName};
 
 /// The comment that marks a canary table as walhook's own.
 pub const OWNED_COMMENT: &str = "walhook: canary rows written by walhook run (source.canary)";
@@ -103,7 +103,7 @@ pub struct Watch {
 impl Watch {
     pub fn new(table: TableName, slot: &str) -> Self {
         let mut slot_json = String::with_capacity(slot.len() + 2);
-        super::push_json_string(slot, &mut slot_json);
+        push_json_string(slot, &mut slot_json);
         Self {
             table,
             slot_json,

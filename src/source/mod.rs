@@ -20,7 +20,7 @@ pub use pgoutput::{
 pub use replication::{
     AuthFailure, ReplicationClient, ReplicationError, ReplicationStream, SystemIdentity,
 };
-pub use value::{encode_text, push_json_string, PgType, TypeRegistry, ValueError};
+pub use value::{encode_text, PgType, TypeRegistry, ValueError};
 pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
 
 mod assembler;

@@ -1,8 +1,6 @@
 //! The event: what mapping makes of a change for the subscribers of one rule.
 
-use std::sync::Arc;
-
-use crate::model::Lsn;
+use super::Lsn;
 
 /// One event, ready to send: its body is the compact JSON of DESIGN.md "The webhook request".
 /// Shared (`Arc`) between the subscribers of its rule; never changed after mapping.
@@ -23,11 +21,4 @@ pub struct Event {
     pub commit_time_micros: i64,
     /// A truncate is a barrier for its table's keys.
     pub is_truncate: bool,
-}
-
-/// An event bound for a set of subscribers (indexes into the config's subscriber list).
-#[derive(Debug, Clone)]
-pub struct Routed {
-    pub event: Arc<Event>,
-    pub subscribers: Vec<usize>,
 }
