@@ -8,6 +8,12 @@
 //!    └──────── standby status (confirmed LSN) ◀── ack tracker ◀────────────── state (SQLite: retries,
 //!                                                                            dead letters, checkpoint)
 //! ```
+//!
+//! The plain data the stages pass along (`Lsn`, `Change`, `Table`, `TableName`, `Event`,
+//! `TxnId`) is in [`model`], which imports nothing of walhook. Each stage builds on it:
+//! [`config`] validates the file; [`source`], [`mapping`] and [`state`] import none of each
+//! other, and `source` and `state` nothing of `config`; [`delivery`] and [`backfill`] sit above
+//! them, [`app`] wires them all, [`cli`] and [`api`] face the operator.
 
 pub mod api;
 pub mod app;
