@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
+use walhook::database::prerequisites::{check, Expectations, Finding};
 use walhook::model::TableName;
-use walhook::source::prerequisites::{check, Expectations, Finding};
 
 use crate::support::{connect, Cluster, TestDb};
 

@@ -20,11 +20,11 @@ use tracing::{debug, error, info, warn};
 use crate::api::{self, ApiError};
 use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
 use crate::config::Config;
+use crate::database::provision::{self, ProvisionError, Target};
+use crate::database::slot_guard::{self, LagWarning, SlotProblem};
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
 use crate::model::{Lsn, TxnId};
-use crate::source::provision::{self, ProvisionError, Target};
-use crate::source::slot_guard::{self, LagWarning, SlotProblem};
 use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, SourceError, SourceEvent, SourceSettings,
     SpecError,

@@ -57,7 +57,7 @@ pub async fn plan(
     request: &Request,
 ) -> Result<NewBackfill, BackfillError> {
     let table = parse_table(&request.table)?;
-    let (version_num, version) = crate::source::server_version(client).await?;
+    let (version_num, version) = crate::database::server_version(client).await?;
     if version_num < 140_000 {
         return Err(BackfillError::ServerTooOld { version });
     }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::config::Config;
-use crate::source::prerequisites::{self, Expectations};
-use crate::source::provision::{self, Target};
+use crate::database::prerequisites::{self, Expectations};
+use crate::database::provision::{self, Target};
 use crate::source::{connect_sql, ConnectSpec};
 
 pub async fn check(config: &Config) -> anyhow::Result<ExitCode> {

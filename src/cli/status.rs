@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::config::Config;
+use crate::database::slot_info::{self, SlotReading};
 use crate::model::Lsn;
-use crate::source::slot_info::{self, SlotReading};
 use crate::source::{connect_sql, ConnectSpec};
 use crate::state::{Store, SubscriberStatus, UnixMillis};
 

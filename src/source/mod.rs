@@ -1,5 +1,6 @@
 //! The replication source: the replication connection, the pgoutput decoder, value encoding,
-//! and the slot and publication SQL. It never sees subscribers or HTTP.
+//! the assembler, the canary, and the slot problems the stream reports. It never sees
+//! subscribers or HTTP; creating and checking the slot and publication is `database`'s.
 
 mod catalog;
 mod connect;
@@ -10,8 +11,8 @@ mod wire;
 
 pub use catalog::{resolve_type, CatalogError};
 pub use connect::{
-    connect_sql, connect_sql_url, server_version, ConnectError, ConnectSpec, Endpoint, Host,
-    SpecError, SslMode, TlsError,
+    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, SpecError, SslMode,
+    TlsError,
 };
 pub use pgoutput::{
     Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
@@ -25,11 +26,7 @@ pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogDa
 
 mod assembler;
 pub mod canary;
-pub mod prerequisites;
-pub mod provision;
-pub mod slot_info;
-mod sql;
+pub mod slot_errors;
 pub use assembler::{AssembleError, Assembled, Assembler};
 mod stream;
 pub use stream::{stream, SourceError, SourceEvent, SourceSettings};
-pub mod slot_guard;

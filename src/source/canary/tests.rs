@@ -141,12 +141,3 @@ fn a_failed_write_owes_nothing_and_a_resumed_one_is_owed() {
     assert!(restarted.observe(&canary_change("walhook_canary", "walhook", 350)));
     assert_eq!(restarted.next_canary(), Some(42));
 }
-
-#[test]
-fn the_table_is_created_with_its_owner_comment() {
-    let [create, comment] = create_statements(&canary_table());
-    assert!(create.starts_with(
-        "CREATE TABLE IF NOT EXISTS \"public\".\"walhook_canary\" (slot text PRIMARY KEY"
-    ));
-    assert!(comment.contains(OWNED_COMMENT));
-}

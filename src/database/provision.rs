@@ -50,7 +50,7 @@ pub async fn plan(
     let mut statements = Vec::new();
     if let Some(canary) = target.canary {
         if !table_exists(client, canary).await? {
-            statements.extend(super::canary::create_statements(canary));
+            statements.extend(super::canary_table::create_statements(canary));
         }
     }
     let published: Vec<&TableName> = target.tables.iter().copied().chain(target.canary).collect();

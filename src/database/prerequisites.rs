@@ -136,7 +136,7 @@ async fn check_tables(
                     format!("canary table {readable} does not exist"),
                     format!(
                         "run `walhook setup --apply` (or `walhook run`), which creates it, or: {}",
-                        super::canary::create_statements(table).join(" ")
+                        super::canary_table::create_statements(table).join(" ")
                     ),
                 )
             } else {
