@@ -234,32 +234,20 @@ async fn prepare_database(
         tables: &tables,
         canary: config.source.canary.as_ref(),
     };
-    let statements = provision::plan(&client, &target).await?;
-    for statement in &statements {
+    let plan = provision::plan(&client, &target).await?;
+    for statement in &plan.statements {
         info!(sql = %statement, "setting up");
     }
-    provision::apply(&client, &statements).await?;
-    let created_slot = statements
-        .iter()
-        .any(|s| s.contains("pg_create_logical_replication_slot"));
-    if created_slot {
+    provision::apply(&client, &plan.statements).await?;
+    if plan.creates_slot {
         record_initial_backfills(config, &client, store).await;
     }
-    if let Some(problem) = slot_guard::slot_health(&client, &config.source.slot)
-        .await?
-        .problem(&config.source.slot)
-    {
+    let slot = slot_guard::slot_health(&client, &config.source.slot).await?;
+    if let Some(problem) = slot.problem(&config.source.slot) {
         return Err(problem.into());
     }
-    let row = client
-        .query_one(
-            "SELECT COALESCE(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&config.source.slot],
-        )
-        .await?;
-    let text: String = row.get(0);
-    let confirmed = text.parse().unwrap_or_default();
-    if created_slot {
+    let confirmed = slot.confirmed.unwrap_or_default();
+    if plan.creates_slot {
         // What a new slot streams starts at its consistent point; creating it waits for the
         // transactions running when it began, and rows committed meanwhile are before it.
         info!(slot = %config.source.slot, start = %confirmed, "replication slot created: it streams the changes committed after its start; rows committed before (even while it was being created) reach subscribers only through a backfill (initial_backfill)");

@@ -57,7 +57,7 @@ pub async fn setup(config: &Config, apply: bool) -> anyhow::Result<ExitCode> {
     let client = connect(config).await?;
     let tables = config.tables();
     let target = target(config, &tables);
-    let statements = provision::plan(&client, &target).await?;
+    let statements = provision::plan(&client, &target).await?.statements;
     if statements.is_empty() {
         println!(
             "-- nothing to do: publication `{}` and slot `{}` are in place",

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use crate::model::Lsn;
+
 /// The prefix of walhook's heartbeat messages in the WAL.
 pub const HEARTBEAT_PREFIX: &str = "walhook.heartbeat";
 
@@ -36,6 +38,8 @@ pub enum SlotProblem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotHealth {
     pub exists: bool,
+    /// Its `confirmed_flush_lsn`: where the stream resumes (`None` when NULL or missing).
+    pub confirmed: Option<Lsn>,
     /// `lost` once invalidated (Postgres 13+; `None` before).
     pub wal_status: Option<String>,
     /// WAL written since `confirmed_flush_lsn`: what walhook has yet to confirm.
@@ -53,6 +57,7 @@ pub async fn slot_health(
     let reading = super::slot_info::read(client, slot).await?;
     Ok(SlotHealth {
         exists: reading.slot.is_some(),
+        confirmed: reading.slot.as_ref().and_then(|s| s.confirmed_flush_lsn),
         wal_status: reading.slot.as_ref().and_then(|s| s.wal_status.clone()),
         lag_bytes: reading.confirmed_lag_bytes(),
         retained_bytes: reading.retained_bytes(),
