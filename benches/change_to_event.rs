@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use walhook::mapping::{Mapper, Routed};
-use walhook::source::{Assembled, Assembler, Change, LogicalMessage, TypeRegistry};
+use walhook::model::Change;
+use walhook::source::{Assembled, Assembler, LogicalMessage, TypeRegistry};
 
 const CONFIG: &str = r#"
 source.url = "postgres://bench@127.0.0.1/bench"

@@ -18,9 +18,10 @@
 use std::path::Path;
 
 use walhook::mapping::{fnv1a, Mapper};
+use walhook::model::{Lsn, ReplicaIdentity};
 use walhook::source::{
-    Assembled, Assembler, Begin, Commit, LogicalMessage, Lsn, PgTimestamp, RelationColumn,
-    RelationMessage, ReplicaIdentity, TupleValue, TypeRegistry,
+    Assembled, Assembler, Begin, Commit, LogicalMessage, PgTimestamp, RelationColumn,
+    RelationMessage, TupleValue, TypeRegistry,
 };
 
 const CONFIG: &str = r#"

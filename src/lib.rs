@@ -8,14 +8,23 @@
 //!    └──────── standby status (confirmed LSN) ◀── ack tracker ◀────────────── state (SQLite: retries,
 //!                                                                            dead letters, checkpoint)
 //! ```
+//!
+//! The plain data the stages pass along (`Lsn`, `Change`, `Table`, `TableName`, `Event`,
+//! `TxnId`) is in [`model`], which imports nothing of walhook. Each stage builds on it:
+//! [`config`] validates the file; [`database`] holds the administration SQL (setup, checks,
+//! the slot's row and its guard); [`source`], [`mapping`] and [`state`] import none of each
+//! other, and `source` and `state` nothing of `config`; [`delivery`] and [`backfill`] sit above
+//! them, [`app`] wires them all, [`cli`] and [`api`] face the operator.
 
 pub mod api;
 pub mod app;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod delivery;
 pub mod mapping;
+pub mod model;
 pub mod source;
 pub mod state;
 pub mod telemetry;

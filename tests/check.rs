@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use walhook::config::TableName;
-use walhook::source::prerequisites::{check, Expectations, Finding};
+use walhook::database::prerequisites::{check, Expectations, Finding};
+use walhook::model::TableName;
 
 use crate::support::{connect, Cluster, TestDb};
 

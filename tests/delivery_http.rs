@@ -9,8 +9,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use walhook::config::{RetryConfig, Secret, SubscriberConfig};
 use walhook::delivery::{batch_body, batch_id, build_client, post, Attempt, Signer, Verdict};
-use walhook::mapping::Event;
-use walhook::source::Lsn;
+use walhook::model::{Event, Lsn};
 
 use crate::support::receiver::{verify, verify_at, Receiver, Reply, TIMESTAMP_TOLERANCE_SECS};
 

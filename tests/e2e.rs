@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use walhook::source::Lsn;
+use walhook::model::Lsn;
 
 use crate::support::json::same;
 use crate::support::receiver::{verify, Receiver, Recorded, Reply};

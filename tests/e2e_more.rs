@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
-use walhook::source::Lsn;
+use walhook::model::Lsn;
 
 use crate::e2e::{
     current_lsn, shop, slot_lsn, source_section, state_dir, wait_streaming,

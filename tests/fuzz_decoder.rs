@@ -9,8 +9,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+use walhook::model::Lsn;
 use walhook::source::{
-    resolve_type, Assembled, Assembler, LogicalMessage, Lsn, ReplicationClient, ReplicationMessage,
+    resolve_type, Assembled, Assembler, LogicalMessage, ReplicationClient, ReplicationMessage,
     TypeRegistry,
 };
 

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use walhook::model::Lsn;
 use walhook::source::{
-    connect_sql, connect_sql_url, AuthFailure, ConnectError, ConnectSpec, Lsn, PgTimestamp,
+    connect_sql, connect_sql_url, AuthFailure, ConnectError, ConnectSpec, PgTimestamp,
     ReplicationClient, ReplicationError, ReplicationMessage, StandbyStatusUpdate, TlsError,
 };
 

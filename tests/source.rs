@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use walhook::source::{
-    stream, Change, ConnectSpec, Lsn, Operation, SourceError, SourceEvent, SourceSettings,
-};
+use walhook::model::{Change, Lsn, Operation};
+use walhook::source::{stream, ConnectSpec, SourceError, SourceEvent, SourceSettings};
 use walhook::telemetry::Health;
 
 use crate::support::json::{differences, same};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use walhook::source::Lsn;
+use walhook::model::Lsn;
 
 use crate::e2e::{
     current_lsn, shop, slot_lsn, source_section, state_dir, wait_streaming,

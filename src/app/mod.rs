@@ -20,15 +20,16 @@ use tracing::{debug, error, info, warn};
 use crate::api::{self, ApiError};
 use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
 use crate::config::Config;
+use crate::database::provision::{self, ProvisionError, Target};
+use crate::database::slot_guard::{self, LagWarning, SlotProblem};
 use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
-use crate::source::provision::{self, ProvisionError, Target};
-use crate::source::slot_guard::{self, LagWarning, SlotProblem};
+use crate::model::{Lsn, TxnId};
 use crate::source::{
-    connect_sql, stream, ConnectError, ConnectSpec, Lsn, SourceError, SourceEvent, SourceSettings,
+    connect_sql, stream, ConnectError, ConnectSpec, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, TxnId, UnixMillis};
+use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
 mod pipeline;
@@ -233,32 +234,20 @@ async fn prepare_database(
         tables: &tables,
         canary: config.source.canary.as_ref(),
     };
-    let statements = provision::plan(&client, &target).await?;
-    for statement in &statements {
+    let plan = provision::plan(&client, &target).await?;
+    for statement in &plan.statements {
         info!(sql = %statement, "setting up");
     }
-    provision::apply(&client, &statements).await?;
-    let created_slot = statements
-        .iter()
-        .any(|s| s.contains("pg_create_logical_replication_slot"));
-    if created_slot {
+    provision::apply(&client, &plan.statements).await?;
+    if plan.creates_slot {
         record_initial_backfills(config, &client, store).await;
     }
-    if let Some(problem) = slot_guard::slot_health(&client, &config.source.slot)
-        .await?
-        .problem(&config.source.slot)
-    {
+    let slot = slot_guard::slot_health(&client, &config.source.slot).await?;
+    if let Some(problem) = slot.problem(&config.source.slot) {
         return Err(problem.into());
     }
-    let row = client
-        .query_one(
-            "SELECT COALESCE(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&config.source.slot],
-        )
-        .await?;
-    let text: String = row.get(0);
-    let confirmed = text.parse().unwrap_or_default();
-    if created_slot {
+    let confirmed = slot.confirmed.unwrap_or_default();
+    if plan.creates_slot {
         // What a new slot streams starts at its consistent point; creating it waits for the
         // transactions running when it began, and rows committed meanwhile are before it.
         info!(slot = %config.source.slot, start = %confirmed, "replication slot created: it streams the changes committed after its start; rows committed before (even while it was being created) reach subscribers only through a backfill (initial_backfill)");

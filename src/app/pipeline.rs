@@ -2,6 +2,7 @@
 //! settlements move the confirmed LSN.
 
 use super::*;
+use crate::source::slot_errors;
 
 /// The transaction being read: its id in the tracker and how many changes were handed out
 /// (a reconnect re-sends the transaction from its Begin; those are skipped).
@@ -152,7 +153,7 @@ impl Pipeline {
     ) -> AppError {
         match done {
             Ok(Ok(())) => SourceError::PipelineClosed.into(),
-            Ok(Err(e)) => match slot_guard::explain(&self.slot, &e) {
+            Ok(Err(e)) => match slot_errors::explain(&self.slot, &e) {
                 Some(problem) => problem.into(),
                 None => e.into(),
             },

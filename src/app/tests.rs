@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::source::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+use crate::model::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 
 /// A pipeline with one subscriber for every change of `public.items`, and the receiving end
 /// of that subscriber's queue.

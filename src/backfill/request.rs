@@ -1,8 +1,8 @@
 //! Checking a backfill request against the config and the database before it is recorded, so
 //! a mistake is reported to whoever asked, not found later by `walhook run`.
 
-use crate::config::{Config, TableName};
-use crate::source::Operation;
+use crate::config::Config;
+use crate::model::{Operation, TableName};
 use crate::state::{NewBackfill, Store, UnixMillis};
 
 use super::table::{describe, qualified};
@@ -57,7 +57,7 @@ pub async fn plan(
     request: &Request,
 ) -> Result<NewBackfill, BackfillError> {
     let table = parse_table(&request.table)?;
-    let (version_num, version) = crate::source::server_version(client).await?;
+    let (version_num, version) = crate::database::server_version(client).await?;
     if version_num < 140_000 {
         return Err(BackfillError::ServerTooOld { version });
     }

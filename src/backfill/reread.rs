@@ -108,7 +108,7 @@ pub struct ChunkReport {
     /// Set by the pipeline: what holds the slot's confirmed position at the start of the
     /// changes this report folds, until the runner saved what it learned from them (so after
     /// a crash the stream is read again from there, and the next run folds them again).
-    pub release: Option<crate::state::TxnId>,
+    pub release: Option<crate::model::TxnId>,
 }
 
 impl ChunkReport {

@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::source::{connect_sql, ConnectSpec, Datum, Lsn, RowImage};
+use crate::model::{Datum, Lsn, RowImage};
+use crate::source::{connect_sql, ConnectSpec};
 use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
 
 use super::reread::{ChunkReport, Positions, Rereads};

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::TableName;
-use crate::source::{ReplicaIdentity, Table, TableColumn};
+use crate::model::{ReplicaIdentity, Table, TableColumn, TableName};
 
 use super::BackfillError;
 

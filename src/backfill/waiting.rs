@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::source::Lsn;
+use crate::model::Lsn;
 use crate::state::{with_store, Store};
 
 use super::reread::ChunkReport;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::source::{Change, Operation, RowImage, Table};
+use crate::model::{Change, Operation, RowImage, Table};
 
 use super::reread::{ChunkReport, Fold};
 
@@ -45,7 +45,7 @@ pub enum Signal {
     Open(ChunkOpen),
     /// The progress up to a chunk was saved, with what its report said: the stream before the
     /// chunk's high watermark need not be read again after a crash (`ChunkReport::release`).
-    Saved(crate::state::TxnId),
+    Saved(crate::model::TxnId),
     /// The backfill is done or failed.
     Ended(i64),
 }
@@ -389,7 +389,7 @@ pub fn normalize(json: &str) -> String {
 mod tests {
     use super::*;
     use crate::backfill::reread::Touch;
-    use crate::source::{Datum, Lsn, ReplicaIdentity, TableColumn};
+    use crate::model::{Datum, Lsn, ReplicaIdentity, TableColumn};
 
     fn table() -> Arc<Table> {
         let column = |name: &str| TableColumn {

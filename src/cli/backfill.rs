@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use crate::backfill::{self, Request};
 use crate::config::Config;
+use crate::database::slot_info;
 use crate::source::{connect_sql, ConnectSpec};
 use crate::state::{Backfill, BackfillStatus, Store};
 
@@ -153,16 +154,13 @@ async fn follow(
     }
 }
 
+/// Whether a connection streams from the slot now; `false` when that cannot be read.
 async fn slot_active(client: &tokio_postgres::Client, slot: &str) -> bool {
-    client
-        .query_opt(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-            &[&slot],
-        )
+    slot_info::read(client, slot)
         .await
         .ok()
-        .flatten()
-        .is_some()
+        .and_then(|reading| reading.slot)
+        .is_some_and(|slot| slot.active)
 }
 
 /// `backfill 3 public.orders: 42000 / ~100000 rows (42%), 8400 rows/s, ETA 7s`, and what the

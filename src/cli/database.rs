@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::config::Config;
-use crate::source::prerequisites::{self, Expectations};
-use crate::source::provision::{self, Target};
+use crate::database::prerequisites::{self, Expectations};
+use crate::database::provision::{self, Target};
 use crate::source::{connect_sql, ConnectSpec};
 
 pub async fn check(config: &Config) -> anyhow::Result<ExitCode> {
@@ -57,7 +57,7 @@ pub async fn setup(config: &Config, apply: bool) -> anyhow::Result<ExitCode> {
     let client = connect(config).await?;
     let tables = config.tables();
     let target = target(config, &tables);
-    let statements = provision::plan(&client, &target).await?;
+    let statements = provision::plan(&client, &target).await?.statements;
     if statements.is_empty() {
         println!(
             "-- nothing to do: publication `{}` and slot `{}` are in place",
@@ -104,7 +104,7 @@ pub async fn teardown(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn target<'a>(config: &'a Config, tables: &'a [&'a crate::config::TableName]) -> Target<'a> {
+fn target<'a>(config: &'a Config, tables: &'a [&'a crate::model::TableName]) -> Target<'a> {
     Target {
         slot: &config.source.slot,
         publication: &config.source.publication,

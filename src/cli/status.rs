@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::config::Config;
-use crate::source::slot_info::{self, SlotReading};
-use crate::source::{connect_sql, ConnectSpec, Lsn};
+use crate::database::slot_info::{self, SlotReading};
+use crate::model::Lsn;
+use crate::source::{connect_sql, ConnectSpec};
 use crate::state::{Store, SubscriberStatus, UnixMillis};
 
 /// Status must answer even when the host drops packets and the URL sets no `connect_timeout`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use expand::{expand, ExpandError};
 pub use units::{parse_bytes, parse_duration};
 
-use crate::source::Operation;
+use crate::model::{Operation, TableName};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -95,19 +95,6 @@ pub struct RetryConfig {
     pub initial: Duration,
     pub max: Duration,
     pub give_up_after: Duration,
-}
-
-/// `schema.table`, as rules name tables.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableName {
-    pub schema: String,
-    pub name: String,
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
 }
 
 /// One `[[events]]` rule.

@@ -12,7 +12,7 @@ use reqwest::redirect;
 use super::retry::{classify, classify_error, Verdict};
 use super::signing::Signer;
 use crate::config::SubscriberConfig;
-use crate::mapping::Event;
+use crate::model::Event;
 
 const USER_AGENT: &str = concat!("walhook/", env!("CARGO_PKG_VERSION"));
 
@@ -270,7 +270,7 @@ fn one_line(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Lsn;
+    use crate::model::Lsn;
 
     fn event(id: &str, body: &str) -> Event {
         Event {

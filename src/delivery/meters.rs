@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
-use crate::mapping::Event;
+use crate::model::Event;
 use crate::telemetry::{
     DELIVERY_LATENCY, EVENTS_DEAD_LETTERED, EVENTS_DELIVERED, EVENTS_FAILED, LABEL_EVENT_TYPE,
     LABEL_SUBSCRIBER, REQUEST_DURATION, RETRY_BACKLOG,

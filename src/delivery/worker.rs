@@ -21,10 +21,10 @@ use super::meters::{now_micros, Meters};
 use super::retry::{Schedule, Verdict};
 use super::signing::Signer;
 use crate::config::SubscriberConfig;
-use crate::mapping::Event;
+use crate::model::{Event, TxnId};
 use crate::state::{
     with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry,
-    StateError, Store, TxnId, UnixMillis,
+    StateError, Store, UnixMillis,
 };
 
 /// Jobs accepted in one go before the worker sends, stores and looks at completions again.

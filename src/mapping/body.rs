@@ -4,7 +4,7 @@
 //! are written digit by digit, without `format!` or temporary strings: this runs once per
 //! event.
 
-use crate::source::{Change, Lsn, RowImage};
+use crate::model::{Change, Lsn, RowImage};
 
 use super::names::TableNames;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cel::objects::{Key, Map};
 use cel::{Context, Program, Value};
 
-use crate::source::{Change, RowImage};
+use crate::model::{Change, RowImage};
 
 /// A compiled `when` expression.
 pub struct Filter {

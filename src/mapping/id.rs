@@ -2,7 +2,7 @@
 //! de-duplicate an event delivered again after a crash or restart. Written digit by digit, as
 //! this runs once per event.
 
-use crate::source::Lsn;
+use crate::model::Lsn;
 
 use super::body::{push_decimal, push_hex, LOWER_HEX, UPPER_HEX};
 

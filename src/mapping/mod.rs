@@ -2,15 +2,15 @@
 //! Postgres, no HTTP.
 
 mod body;
-mod event;
 mod filter;
 mod id;
 mod names;
+mod routed;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 pub use body::push_rfc3339_micros;
-pub use event::{Event, Routed};
 pub use filter::FilterError;
+pub use routed::Routed;
 pub use rules::{fnv1a, Mapper, ReadRow};

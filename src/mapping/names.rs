@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::source::{push_json_string, Table};
+use crate::model::{push_json_string, Table};
 
 /// The names of one table shape, ready to copy into event bodies.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl NameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{ReplicaIdentity, TableColumn};
+    use crate::model::{ReplicaIdentity, TableColumn};
 
     fn table(schema: &str, name: &str, columns: &[&str]) -> Arc<Table> {
         Arc::new(Table {

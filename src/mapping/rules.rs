@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::warn;
 
-use crate::config::{Config, TableName};
-use crate::source::{push_json_string, Change, Lsn, Operation, RowImage, Table};
+use crate::config::Config;
+use crate::model::{push_json_string, Change, Event, Lsn, Operation, RowImage, Table, TableName};
 
 use super::body::{body, Projection};
 use super::filter::{Filter, FilterError};
 use super::id::IdBase;
 use super::names::NameCache;
-use super::{Event, Routed};
+use super::Routed;
 
 /// One rule, ready to apply.
 #[derive(Debug)]

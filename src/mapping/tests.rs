@@ -2,7 +2,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::source::{Change, Datum, Lsn, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+use crate::model::{Change, Datum, Lsn, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 
 fn config(rules: &str) -> crate::config::Config {
     let text = format!(

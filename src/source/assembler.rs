@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::pgoutput::{Begin, LogicalMessage, OldTuple, RelationMessage, TupleValue};
 use super::value::{encode_text, PgType, TypeRegistry, ValueError};
-use super::{Change, Datum, Lsn, Operation, RowImage, Table};
+use crate::model::{Change, Datum, Lsn, Operation, RowImage, Table};
 
 /// What one message amounts to for the rest of walhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,8 +362,9 @@ fn json_len_hint(values: &[TupleValue<'_>]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ReplicaIdentity;
     use crate::source::pgoutput::RelationColumn;
-    use crate::source::{PgTimestamp, ReplicaIdentity};
+    use crate::source::PgTimestamp;
 
     #[test]
     fn a_row_image_of_common_values_is_allocated_once() {

@@ -25,27 +25,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::connect::{connect_sql, ConnectError, ConnectSpec};
-use super::sql;
-use super::{Change, Lsn};
-use crate::config::TableName;
-
-/// The comment that marks a canary table as walhook's own.
-pub const OWNED_COMMENT: &str = "walhook: canary rows written by walhook run (source.canary)";
-
-/// The statements that create the canary table.
-pub fn create_statements(table: &TableName) -> [String; 2] {
-    let name = sql::table(table);
-    [
-        format!(
-            "CREATE TABLE IF NOT EXISTS {name} (slot text PRIMARY KEY, seq bigint NOT NULL, \
-             before_lsn pg_lsn NOT NULL, written_at timestamptz NOT NULL);"
-        ),
-        format!(
-            "COMMENT ON TABLE {name} IS {};",
-            sql::literal(OWNED_COMMENT)
-        ),
-    ]
-}
+use crate::database::sql;
+use crate::model::{push_json_string, Change, Lsn, TableName};
 
 /// What the writer tells the session about one canary, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +85,7 @@ pub struct Watch {
 impl Watch {
     pub fn new(table: TableName, slot: &str) -> Self {
         let mut slot_json = String::with_capacity(slot.len() + 2);
-        super::push_json_string(slot, &mut slot_json);
+        push_json_string(slot, &mut slot_json);
         Self {
             table,
             slot_json,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use sql::{connect_sql, connect_sql_url, server_version, ConnectError};
+pub use sql::{connect_sql, connect_sql_url, ConnectError};
 pub(crate) use sql::{io_advice, server_advice};
 pub use transport::TlsError;
 pub(crate) use transport::{open, OpenError, PgStream};

@@ -1,22 +1,19 @@
 //! The replication source: the replication connection, the pgoutput decoder, value encoding,
-//! and the slot and publication SQL. It never sees subscribers or HTTP.
+//! the assembler, the canary, and the slot problems the stream reports. It never sees
+//! subscribers or HTTP; creating and checking the slot and publication is `database`'s.
 
 mod catalog;
-mod change;
 mod connect;
-mod lsn;
 mod pgoutput;
 mod replication;
 mod value;
 mod wire;
 
 pub use catalog::{resolve_type, CatalogError};
-pub use change::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 pub use connect::{
-    connect_sql, connect_sql_url, server_version, ConnectError, ConnectSpec, Endpoint, Host,
-    SpecError, SslMode, TlsError,
+    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, SpecError, SslMode,
+    TlsError,
 };
-pub use lsn::{Lsn, ParseLsnError};
 pub use pgoutput::{
     Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
     RelationMessage, TruncateOptions, TupleData, TupleValue,
@@ -24,16 +21,12 @@ pub use pgoutput::{
 pub use replication::{
     AuthFailure, ReplicationClient, ReplicationError, ReplicationStream, SystemIdentity,
 };
-pub use value::{encode_text, push_json_string, PgType, TypeRegistry, ValueError};
+pub use value::{encode_text, PgType, TypeRegistry, ValueError};
 pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
 
 mod assembler;
 pub mod canary;
-pub mod prerequisites;
-pub mod provision;
-pub mod slot_info;
-mod sql;
+pub mod slot_errors;
 pub use assembler::{AssembleError, Assembled, Assembler};
 mod stream;
 pub use stream::{stream, SourceError, SourceEvent, SourceSettings};
-pub mod slot_guard;

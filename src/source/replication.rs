@@ -14,7 +14,8 @@ use postgres_protocol::message::frontend;
 use tracing::{debug, info};
 
 use super::connect::{io_advice, open, server_advice, ConnectSpec, OpenError, TlsError};
-use super::{Lsn, StandbyStatusUpdate};
+use super::StandbyStatusUpdate;
+use crate::model::Lsn;
 use auth::authenticate;
 use conn::{Conn, Frame};
 

@@ -16,7 +16,7 @@ use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
 use super::replication::{ReplicationClient, ReplicationError, ReplicationStream};
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
-use super::{Change, Lsn};
+use crate::model::{Change, Lsn};
 use crate::telemetry::{Health, CANARY_GAPS, CONFIRMED_LSN, EVENTS_DECODED};
 
 /// What the source hands the pipeline, in stream order.
@@ -63,7 +63,7 @@ pub struct SourceSettings {
     pub health: Arc<Health>,
     /// The canary table and how often a canary is written (`source.canary`,
     /// `source.heartbeat_interval`).
-    pub canary: Option<(crate::config::TableName, Duration)>,
+    pub canary: Option<(crate::model::TableName, Duration)>,
 }
 
 /// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.

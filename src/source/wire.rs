@@ -8,7 +8,7 @@
 use bytes::BufMut;
 
 use super::pgoutput::{Cursor, DecodeError, PgTimestamp};
-use super::Lsn;
+use crate::model::Lsn;
 
 /// One message from the walsender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

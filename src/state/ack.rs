@@ -5,11 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::source::Lsn;
-
-/// A transaction (or a caught-up marker) the tracker follows, by stream position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxnId(u64);
+use crate::model::{Lsn, TxnId};
 
 #[derive(Debug)]
 struct Entry {
@@ -56,7 +52,7 @@ impl AckTracker {
             end: None,
             outstanding: 0,
         });
-        TxnId(self.first + self.entries.len() as u64 - 1)
+        TxnId::new(self.first + self.entries.len() as u64 - 1)
     }
 
     /// `n` more deliveries of `txn` are under way.
@@ -101,7 +97,7 @@ impl AckTracker {
     /// Deliveries of `txn` not settled yet (none for a transaction dropped from the settled
     /// prefix).
     pub fn outstanding(&self, txn: TxnId) -> usize {
-        let Some(index) = txn.0.checked_sub(self.first) else {
+        let Some(index) = txn.position().checked_sub(self.first) else {
             return 0;
         };
         usize::try_from(index)
@@ -140,7 +136,7 @@ impl AckTracker {
     }
 
     fn entry(&mut self, txn: TxnId) -> Option<&mut Entry> {
-        let index = txn.0.checked_sub(self.first)?;
+        let index = txn.position().checked_sub(self.first)?;
         self.entries.get_mut(usize::try_from(index).ok()?)
     }
 }

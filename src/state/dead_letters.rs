@@ -8,7 +8,7 @@ use super::millis::UnixMillis;
 use super::pending::Failure;
 use super::schema::{self, EVENT_COLUMNS, EVENT_COLUMN_COUNT};
 use super::store::Store;
-use crate::mapping::Event;
+use crate::model::Event;
 
 /// A live event given up on at its first attempt (a 4xx other than 408 and 429).
 #[derive(Debug, Clone, Copy)]

@@ -19,7 +19,7 @@ mod shared;
 mod store;
 mod subscribers;
 
-pub use ack::{AckTracker, TxnId};
+pub use ack::AckTracker;
 pub use backfills::{Backfill, BackfillStatus, NewBackfill};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 pub use error::StateError;

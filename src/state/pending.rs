@@ -16,7 +16,7 @@ use super::error::StateError;
 use super::millis::UnixMillis;
 use super::schema::{self, EVENT_COLUMNS, EVENT_COLUMN_COUNT};
 use super::store::Store;
-use crate::mapping::Event;
+use crate::model::Event;
 
 /// An event to hold for a subscriber.
 #[derive(Debug, Clone, Copy)]

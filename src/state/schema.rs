@@ -6,8 +6,7 @@
 
 use rusqlite::{Connection, Row, Statement, TransactionBehavior};
 
-use crate::mapping::Event;
-use crate::source::Lsn;
+use crate::model::{Event, Lsn};
 
 /// "WHKS" (walhook state) in the SQLite header, so another application's file is refused.
 const APPLICATION_ID: i64 = 0x5748_4B53;

@@ -11,7 +11,7 @@ use rusqlite::{
 
 use super::error::StateError;
 use super::schema::{self, Refusal};
-use crate::source::Lsn;
+use crate::model::Lsn;
 
 /// How long a write waits for another process (`walhook dead-letters replay` next to a running
 /// `walhook run`) to release the file's write lock before failing with [`StateError::Busy`].

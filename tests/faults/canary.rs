@@ -104,8 +104,8 @@ async fn a_canary_the_walsender_skips_holds_the_slot_and_the_stream_is_read_agai
         if let Some(row) = row {
             let (seq, before, confirmed): (i64, String, String) =
                 (row.get(0), row.get(1), row.get(2));
-            let before: walhook::source::Lsn = before.parse().unwrap();
-            let confirmed: walhook::source::Lsn = confirmed.parse().unwrap();
+            let before: walhook::model::Lsn = before.parse().unwrap();
+            let confirmed: walhook::model::Lsn = confirmed.parse().unwrap();
             samples += 1;
             if seq >= 2 || confirmed > before {
                 // (walhook's output reaches the test through pipes: allow it a moment. The

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use walhook::source::Lsn;
+use walhook::model::Lsn;
 
 pub(crate) use super::oracle::{
     check, deliveries, events_in, only_redeliveries, row_of, wait_all, Checked, Delivery, Expected,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use walhook::source::Lsn;
+use walhook::model::Lsn;
 
 use super::harness::{
     check, current_lsn, db_with_items, deliveries, fresh_dir, source_section, wait_all,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use walhook::source::Lsn;
+use walhook::model::Lsn;
 
 use crate::support::receiver::Recorded;
 

@@ -63,7 +63,7 @@ async fn setup(subscribers: &[(&str, String, &str)]) -> Setup {
 impl Setup {
     /// 200 rows inserted, 10 per transaction; then rows 1..=50 updated twice, one row per
     /// transaction (`updates`). Returns the WAL position after it all.
-    async fn write(&self, updates: bool) -> walhook::source::Lsn {
+    async fn write(&self, updates: bool) -> walhook::model::Lsn {
         for t in 0..20i64 {
             self.client
                 .execute(

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::source::{Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+use crate::model::{Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
 
 fn canary_table() -> TableName {
     TableName {
@@ -140,13 +140,4 @@ fn a_failed_write_owes_nothing_and_a_resumed_one_is_owed() {
     assert!(restarted.check(Lsn(400)).is_some());
     assert!(restarted.observe(&canary_change("walhook_canary", "walhook", 350)));
     assert_eq!(restarted.next_canary(), Some(42));
-}
-
-#[test]
-fn the_table_is_created_with_its_owner_comment() {
-    let [create, comment] = create_statements(&canary_table());
-    assert!(create.starts_with(
-        "CREATE TABLE IF NOT EXISTS \"public\".\"walhook_canary\" (slot text PRIMARY KEY"
-    ));
-    assert!(comment.contains(OWNED_COMMENT));
 }

@@ -126,17 +126,6 @@ fn is_client_side_auth_failure(err: &tokio_postgres::Error) -> bool {
 }
 
 /// Advice for an I/O error while reaching `addr`, chosen by its kind.
-/// The server's version: `server_version_num` (e.g. 150018) and its text (e.g. `15.18`).
-pub async fn server_version(client: &Client) -> Result<(i32, String), tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
-            &[],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
-}
-
 pub(crate) fn io_advice(err: &io::Error, addr: &str) -> String {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => format!("; is Postgres running at {addr}?"),

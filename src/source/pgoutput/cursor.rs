@@ -1,7 +1,7 @@
 //! Checked big-endian reads over a borrowed message.
 
 use super::DecodeError;
-use crate::source::Lsn;
+use crate::model::Lsn;
 
 /// Reads fields from the front of a message. Every read checks the length first and returns a
 /// [`DecodeError`] naming the field instead of panicking: the bytes come from the network.

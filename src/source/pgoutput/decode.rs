@@ -5,7 +5,7 @@ use super::{
     Begin, Commit, Cursor, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
     RelationMessage, TruncateOptions, TupleData, TupleValue,
 };
-use crate::source::ReplicaIdentity;
+use crate::model::ReplicaIdentity;
 
 impl<'a> LogicalMessage<'a> {
     /// Decodes one pgoutput message: the payload of one XLogData.

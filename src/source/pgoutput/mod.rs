@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) use cursor::Cursor;
 pub use error::DecodeError;
 
-use super::{Lsn, ReplicaIdentity, Table, TableColumn};
+use crate::model::{Lsn, ReplicaIdentity, Table, TableColumn};
 
 /// A Postgres timestamp on the wire: microseconds since 2000-01-01 00:00:00 UTC.
 ///

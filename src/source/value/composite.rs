@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::scalar::push_json_string;
 use super::{encode, PgType, ValueError};
+use crate::model::push_json_string;
 
 pub(super) fn encode_composite(
     fields: &[(String, Arc<PgType>)],

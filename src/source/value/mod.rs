@@ -13,7 +13,6 @@ mod json;
 mod scalar;
 mod types;
 
-pub use scalar::push_json_string;
 pub use types::{PgType, TypeRegistry};
 
 /// Why a value's text could not be encoded. Positions are byte offsets into the text being

@@ -1,6 +1,7 @@
 //! Scalars: booleans, numbers and strings.
 
 use super::ValueError;
+use crate::model::push_json_string;
 
 /// Exponents beyond this are not something float or numeric output ever prints; refusing them
 /// bounds the size of an expanded number.
@@ -159,42 +160,6 @@ pub(super) fn encode_string(text: &[u8], out: &mut String) -> Result<(), ValueEr
     let text = std::str::from_utf8(text).map_err(|_| ValueError::InvalidUtf8)?;
     push_json_string(text, out);
     Ok(())
-}
-
-/// Appends `s` as a quoted JSON string, escaping quotes, backslashes and control characters.
-pub fn push_json_string(s: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(s.len() + 2);
-    out.push('"');
-    let mut run_start = 0;
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        // Most bytes need no escape; the table below is for the few that do.
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            _ => "",
-        };
-        // `i` is an ASCII byte, hence a char boundary.
-        out.push_str(&s[run_start..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(escape);
-        }
-        run_start = i + 1;
-    }
-    out.push_str(&s[run_start..]);
-    out.push('"');
 }
 
 /// Text the caller has checked to be ASCII.

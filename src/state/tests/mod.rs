@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{PendingEvent, PendingInsert, Store, UnixMillis};
-use crate::mapping::Event;
-use crate::source::Lsn;
+use crate::model::{Event, Lsn};
 
 /// An event of `table` with ordering key `key`; its LSN and commit time follow its number.
 fn event(n: u64, table: &str, key: &str) -> Event {

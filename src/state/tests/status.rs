@@ -1,5 +1,5 @@
 use super::{event, hold, memory, TempDir};
-use crate::source::Lsn;
+use crate::model::Lsn;
 use crate::state::{Failure, LastError, Store, SubscriberStatus, UnixMillis};
 
 #[test]

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::replication::ReplicationError;
-use super::stream::SourceError;
+use crate::model::Lsn;
 
 /// The prefix of walhook's heartbeat messages in the WAL.
 pub const HEARTBEAT_PREFIX: &str = "walhook.heartbeat";
@@ -35,39 +34,12 @@ pub enum SlotProblem {
     InUse { slot: String, pid: String },
 }
 
-/// Recognises a slot problem in an error from the replication connection.
-pub fn explain(slot: &str, error: &SourceError) -> Option<SlotProblem> {
-    let SourceError::Replication(ReplicationError::Server { code, message, .. }) = error else {
-        return None;
-    };
-    let slot = slot.to_string();
-    match code.as_str() {
-        // undefined_object: "replication slot \"x\" does not exist"
-        "42704" => Some(SlotProblem::Missing { slot }),
-        // object_in_use: "replication slot \"x\" is active for PID 123"
-        "55006" => {
-            let pid = message
-                .rsplit(' ')
-                .next()
-                .unwrap_or("?")
-                .trim_end_matches('.')
-                .to_string();
-            Some(SlotProblem::InUse { slot, pid })
-        }
-        // object_not_in_prerequisite_state: "can no longer get changes from replication slot"
-        "55000"
-            if message.contains("can no longer get changes") || message.contains("invalidated") =>
-        {
-            Some(SlotProblem::Lost { slot })
-        }
-        _ => None,
-    }
-}
-
 /// The slot as the catalog shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotHealth {
     pub exists: bool,
+    /// Its `confirmed_flush_lsn`: where the stream resumes (`None` when NULL or missing).
+    pub confirmed: Option<Lsn>,
     /// `lost` once invalidated (Postgres 13+; `None` before).
     pub wal_status: Option<String>,
     /// WAL written since `confirmed_flush_lsn`: what walhook has yet to confirm.
@@ -85,6 +57,7 @@ pub async fn slot_health(
     let reading = super::slot_info::read(client, slot).await?;
     Ok(SlotHealth {
         exists: reading.slot.is_some(),
+        confirmed: reading.slot.as_ref().and_then(|s| s.confirmed_flush_lsn),
         wal_status: reading.slot.as_ref().and_then(|s| s.wal_status.clone()),
         lag_bytes: reading.confirmed_lag_bytes(),
         retained_bytes: reading.retained_bytes(),
@@ -155,53 +128,6 @@ impl LagWarning {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server(code: &str, message: &str) -> SourceError {
-        SourceError::Replication(ReplicationError::Server {
-            code: code.into(),
-            message: message.into(),
-            detail: None,
-            hint: None,
-        })
-    }
-
-    #[test]
-    fn recognises_slot_errors() {
-        assert_eq!(
-            explain(
-                "s",
-                &server("42704", "replication slot \"s\" does not exist")
-            ),
-            Some(SlotProblem::Missing { slot: "s".into() })
-        );
-        assert_eq!(
-            explain(
-                "s",
-                &server("55006", "replication slot \"s\" is active for PID 4242")
-            ),
-            Some(SlotProblem::InUse {
-                slot: "s".into(),
-                pid: "4242".into()
-            })
-        );
-        assert_eq!(
-            explain(
-                "s",
-                &server(
-                    "55000",
-                    "can no longer get changes from replication slot \"s\""
-                )
-            ),
-            Some(SlotProblem::Lost { slot: "s".into() })
-        );
-        assert_eq!(
-            explain("s", &server("57P01", "terminating connection")),
-            None
-        );
-        assert!(SlotProblem::Lost { slot: "s".into() }
-            .to_string()
-            .contains("`walhook teardown`, then `walhook setup --apply`"));
-    }
 
     #[test]
     fn lag_warning_fires_over_the_limit_only() {

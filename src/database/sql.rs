@@ -1,7 +1,7 @@
 //! Quoting for the SQL walhook writes itself (identifiers and literals never come from row data,
 //! but table and slot names come from the config file, so they are quoted, never pasted).
 
-use crate::config::TableName;
+use crate::model::TableName;
 
 /// `"name"`, with embedded quotes doubled.
 pub fn ident(name: &str) -> String {

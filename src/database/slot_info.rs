@@ -1,7 +1,7 @@
 //! The slot as `walhook status` shows it: its row in `pg_replication_slots`, and how far it is
 //! behind the server's WAL, read in one query so the numbers belong together.
 
-use super::Lsn;
+use crate::model::Lsn;
 
 /// The server's WAL position and the slot's row, read at the same moment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! `walhook setup` prints or applies the plan, `walhook run` applies it on first start, and
 //! `walhook teardown` undoes it so no slot is left behind to retain WAL.
 
-use crate::config::TableName;
+use crate::model::TableName;
 
 use super::sql;
 
@@ -31,12 +31,21 @@ pub enum ProvisionError {
     Sql(#[from] tokio_postgres::Error),
 }
 
-/// The SQL statements that bring the database to what `target` needs, given what exists now;
-/// empty when nothing is missing.
+/// What the database lacks for a target, as SQL to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The statements, in the order [`apply`] must run them; empty when nothing is missing.
+    pub statements: Vec<String>,
+    /// One of them creates the slot: `walhook run` then records the initial backfills, since
+    /// a new slot streams only what commits after it.
+    pub creates_slot: bool,
+}
+
+/// The SQL statements that bring the database to what `target` needs, given what exists now.
 pub async fn plan(
     client: &tokio_postgres::Client,
     target: &Target<'_>,
-) -> Result<Vec<String>, ProvisionError> {
+) -> Result<Plan, ProvisionError> {
     let mut missing_tables = Vec::new();
     for table in target.tables {
         if !table_exists(client, table).await? {
@@ -50,7 +59,7 @@ pub async fn plan(
     let mut statements = Vec::new();
     if let Some(canary) = target.canary {
         if !table_exists(client, canary).await? {
-            statements.extend(super::canary::create_statements(canary));
+            statements.extend(super::canary_table::create_statements(canary));
         }
     }
     let published: Vec<&TableName> = target.tables.iter().copied().chain(target.canary).collect();
@@ -123,7 +132,10 @@ pub async fn plan(
             sql::literal(target.slot)
         ));
     }
-    Ok(statements)
+    Ok(Plan {
+        statements,
+        creates_slot: !slot_exists,
+    })
 }
 
 async fn table_exists(

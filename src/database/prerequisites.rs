@@ -1,7 +1,7 @@
 //! `walhook check`: everything the database must provide before walhook can stream, each
 //! finding with the SQL that fixes it.
 
-use crate::config::TableName;
+use crate::model::TableName;
 
 use super::sql;
 
@@ -136,7 +136,7 @@ async fn check_tables(
                     format!("canary table {readable} does not exist"),
                     format!(
                         "run `walhook setup --apply` (or `walhook run`), which creates it, or: {}",
-                        super::canary::create_statements(table).join(" ")
+                        super::canary_table::create_statements(table).join(" ")
                     ),
                 )
             } else {

@@ -1,8 +1,6 @@
 //! The event: what mapping makes of a change for the subscribers of one rule.
 
-use std::sync::Arc;
-
-use crate::source::Lsn;
+use super::Lsn;
 
 /// One event, ready to send: its body is the compact JSON of DESIGN.md "The webhook request".
 /// Shared (`Arc`) between the subscribers of its rule; never changed after mapping.
@@ -24,11 +22,4 @@ pub struct Event {
     /// A barrier for its table's keys: a truncate, or an update that moved its row to another
     /// ordering key (it goes after every earlier event of the table, before any later one).
     pub is_truncate: bool,
-}
-
-/// An event bound for a set of subscribers (indexes into the config's subscriber list).
-#[derive(Debug, Clone)]
-pub struct Routed {
-    pub event: Arc<Event>,
-    pub subscribers: Vec<usize>,
 }
