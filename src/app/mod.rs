@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 use crate::api::{self, ApiError};
 use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
 use crate::config::Config;
-use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
+use crate::delivery::{self, build_client, HttpSink, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
 use crate::source::provision::{self, ProvisionError, Target};
 use crate::source::slot_guard::{self, LagWarning, SlotProblem};
@@ -98,8 +98,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let worker = Worker::new(
             subscriber.clone(),
+            HttpSink::new(client.clone(), subscriber),
             WorkerContext {
-                client: client.clone(),
                 store: store.clone(),
                 settled: settled_tx.clone(),
             },

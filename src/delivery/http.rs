@@ -3,6 +3,7 @@
 //! the body and id.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use reqwest::redirect;
 
 use super::retry::{classify, classify_error, Verdict};
 use super::signing::Signer;
+use super::sink::{Outcome, Report, Sink};
 use crate::config::SubscriberConfig;
 use crate::mapping::Event;
 
@@ -121,6 +123,73 @@ pub async fn post(
         status: Some(status),
         error,
         duration: started.elapsed(),
+    }
+}
+
+/// Webhook POSTs to one subscriber: the [`Sink`] of DESIGN.md "The webhook request". One event
+/// goes as its own body under its own id; several go as [`batch_body`] under [`batch_id`].
+pub struct HttpSink {
+    client: reqwest::Client,
+    subscriber: Arc<SubscriberConfig>,
+    signer: Option<Signer>,
+}
+
+impl HttpSink {
+    /// A sink for `subscriber` on the shared `client` (see [`build_client`]).
+    pub fn new(client: reqwest::Client, subscriber: &SubscriberConfig) -> Self {
+        let signer = subscriber
+            .signing_key
+            .as_ref()
+            .map(|key| Signer::new(key.expose()));
+        Self {
+            client,
+            subscriber: Arc::new(subscriber.clone()),
+            signer,
+        }
+    }
+
+    /// What an HTTP attempt means to the worker. The status stays a detail (`code`); a 410
+    /// pauses the subscriber with a reason naming the host (never the whole URL, which may
+    /// hold a token).
+    fn report(&self, attempt: Attempt) -> Report {
+        let outcome = match attempt.verdict {
+            Verdict::Delivered => Outcome::Delivered,
+            Verdict::Retry { retry_after } if attempt.status.is_some() => {
+                Outcome::Retry { after: retry_after }
+            }
+            Verdict::Retry { .. } => Outcome::Unreachable,
+            Verdict::DeadLetter => Outcome::Reject,
+            Verdict::Gone => Outcome::Gone {
+                reason: format!(
+                    "410 Gone from {}",
+                    self.subscriber.url.host_str().unwrap_or("?")
+                ),
+            },
+        };
+        Report {
+            outcome,
+            code: attempt.status,
+            detail: attempt.error,
+            took: attempt.duration,
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    async fn send(&self, events: &[&Event]) -> Report {
+        let (id, body) = match events {
+            [only] => (only.id.clone(), only.body.clone()),
+            _ => (batch_id(events), batch_body(events)),
+        };
+        let attempt = post(
+            &self.client,
+            &self.subscriber,
+            self.signer.as_ref(),
+            &id,
+            Bytes::from(body),
+        )
+        .await;
+        self.report(attempt)
     }
 }
 
@@ -354,6 +423,90 @@ mod tests {
         assert_eq!(one_line("  a\tb\nc  ", 10), "a b c");
         assert_eq!(one_line("abcdef", 3), "abc…");
         assert_eq!(one_line("ééé", 3), "ééé");
+    }
+
+    fn sink() -> HttpSink {
+        let subscriber = SubscriberConfig {
+            name: "billing".to_string(),
+            url: "https://billing.internal:8443/hooks?token=secret"
+                .parse()
+                .expect("a valid URL"),
+            signing_key: None,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            concurrency: 1,
+            batch_size: 1,
+            batch_wait: Duration::from_millis(20),
+            retry: crate::config::RetryConfig {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(600),
+                give_up_after: Duration::from_secs(3600),
+            },
+            initial_backfill: false,
+        };
+        HttpSink::new(build_client(), &subscriber)
+    }
+
+    fn attempt(verdict: Verdict, status: Option<u16>, error: Option<&str>) -> Attempt {
+        Attempt {
+            verdict,
+            status,
+            error: error.map(str::to_string),
+            duration: Duration::from_millis(7),
+        }
+    }
+
+    #[test]
+    fn an_http_answer_becomes_an_outcome_with_the_status_as_a_detail() {
+        let sink = sink();
+        let seven = Some(Duration::from_secs(7));
+        let cases = [
+            (
+                attempt(Verdict::Delivered, Some(204), None),
+                Outcome::Delivered,
+            ),
+            (
+                attempt(
+                    Verdict::Retry { retry_after: seven },
+                    Some(503),
+                    Some("HTTP 503"),
+                ),
+                Outcome::Retry { after: seven },
+            ),
+            (
+                attempt(
+                    Verdict::Retry { retry_after: None },
+                    None,
+                    Some("could not connect"),
+                ),
+                Outcome::Unreachable,
+            ),
+            (
+                attempt(Verdict::DeadLetter, Some(400), Some("HTTP 400 Bad Request")),
+                Outcome::Reject,
+            ),
+            (
+                attempt(
+                    Verdict::DeadLetter,
+                    None,
+                    Some("could not build the request"),
+                ),
+                Outcome::Reject,
+            ),
+            (
+                attempt(Verdict::Gone, Some(410), Some("HTTP 410 Gone")),
+                Outcome::Gone {
+                    reason: "410 Gone from billing.internal".to_string(),
+                },
+            ),
+        ];
+        for (attempt, outcome) in cases {
+            let report = sink.report(attempt.clone());
+            assert_eq!(report.outcome, outcome, "{attempt:?}");
+            assert_eq!(report.code, attempt.status);
+            assert_eq!(report.detail, attempt.error);
+            assert_eq!(report.took, attempt.duration);
+        }
     }
 
     #[test]

@@ -10,16 +10,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::http::{batch_body, batch_id, post, Attempt};
 use super::meters::{now_micros, Meters};
-use super::retry::{Schedule, Verdict};
-use super::signing::Signer;
+use super::retry::Schedule;
+use super::sink::{Outcome, Report, Sink};
 use crate::config::SubscriberConfig;
 use crate::mapping::Event;
 use crate::state::{
@@ -51,7 +49,6 @@ pub struct Job {
 
 /// What the worker shares with the rest of walhook.
 pub struct WorkerContext {
-    pub client: reqwest::Client,
     pub store: Arc<Mutex<Store>>,
     /// Transactions whose jobs settled (one entry per job).
     pub settled: mpsc::UnboundedSender<Vec<TxnId>>,
@@ -84,10 +81,10 @@ impl Sent {
     }
 }
 
-pub struct Worker {
+pub struct Worker<S> {
+    config: SubscriberConfig,
     /// Shared with each request's task.
-    config: Arc<SubscriberConfig>,
-    signer: Option<Arc<Signer>>,
+    sink: Arc<S>,
     schedule: Schedule,
     ctx: WorkerContext,
     /// Live jobs in commit order per key; the head may be in flight.
@@ -100,7 +97,7 @@ pub struct Worker {
     barriers: HashMap<String, VecDeque<Job>>,
     /// Live jobs queued or in flight per table (what a truncate waits for).
     table_load: HashMap<String, usize>,
-    in_flight: JoinSet<(Sent, Attempt)>,
+    in_flight: JoinSet<(Sent, Report)>,
     /// Held event ids the retrier has in flight, or delivered and not yet removed.
     retrying: HashSet<String>,
     /// Held events that are due, fetched in bulk, not yet sent.
@@ -110,8 +107,8 @@ pub struct Worker {
     /// Held events delivered, removed from the store at the next flush.
     to_remove: Vec<String>,
     /// Jobs to store behind held events at the next flush, with their failed attempt if any.
-    to_store: Vec<(Job, Option<Attempt>)>,
-    to_dead_letter: Vec<(Job, Attempt)>,
+    to_store: Vec<(Job, Option<Report>)>,
+    to_dead_letter: Vec<(Job, Report)>,
     /// The store may hold events of this subscriber (checked before sending live jobs).
     store_has_events: bool,
     /// Connection-level failures since the last success: the receiver is down, so live jobs go
@@ -127,17 +124,14 @@ pub struct Worker {
     meters: Meters,
 }
 
-impl Worker {
-    pub fn new(config: SubscriberConfig, ctx: WorkerContext) -> Result<Self, WorkerError> {
-        let signer = config
-            .signing_key
-            .as_ref()
-            .map(|key| Arc::new(Signer::new(key.expose())));
+impl<S: Sink> Worker<S> {
+    /// A worker that sends `config`'s events through `sink`.
+    pub fn new(config: SubscriberConfig, sink: S, ctx: WorkerContext) -> Result<Self, WorkerError> {
         let schedule = Schedule::new(config.retry);
         let meters = Meters::new(&config.name);
         let mut worker = Self {
-            config: Arc::new(config),
-            signer,
+            config,
+            sink: Arc::new(sink),
             schedule,
             ctx,
             keys: HashMap::new(),
@@ -192,8 +186,8 @@ impl Worker {
                 // 1. Completions free a slot and decide what happens to their jobs.
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     match done {
-                        Ok((sent, attempt)) => {
-                            self.completed(sent, attempt)?;
+                        Ok((sent, report)) => {
+                            self.completed(sent, report)?;
                             if open {
                                 let fetch = self.more_due;
                                 self.retry_due(fetch)?;
@@ -349,29 +343,20 @@ impl Worker {
     }
 
     fn send(&mut self, sent: Sent) {
-        let (id, body) = {
-            let mut events = sent.events();
-            match (events.next(), events.next()) {
-                (Some(only), None) => (only.id.clone(), only.body.clone()),
-                _ => {
-                    let events: Vec<&Event> = sent.events().collect();
-                    (batch_id(&events), batch_body(&events))
-                }
-            }
-        };
-        let client = self.ctx.client.clone();
-        let config = self.config.clone();
-        let signer = self.signer.clone();
+        let sink = self.sink.clone();
         self.in_flight.spawn(async move {
-            let attempt = post(&client, &config, signer.as_deref(), &id, Bytes::from(body)).await;
-            (sent, attempt)
+            let report = {
+                let events: Vec<&Event> = sent.events().collect();
+                sink.send(&events).await
+            };
+            (sent, report)
         });
     }
 
-    fn completed(&mut self, sent: Sent, attempt: Attempt) -> Result<(), WorkerError> {
+    fn completed(&mut self, sent: Sent, report: Report) -> Result<(), WorkerError> {
         let now = UnixMillis::now();
-        self.meters.request(attempt.duration);
-        let delivered = matches!(attempt.verdict, Verdict::Delivered);
+        self.meters.request(report.took);
+        let delivered = matches!(report.outcome, Outcome::Delivered);
         let at = now_micros();
         for event in sent.events() {
             if delivered {
@@ -380,14 +365,14 @@ impl Worker {
                 self.meters.failed(&event.event_type);
             }
         }
-        match attempt.verdict {
-            Verdict::Delivered => {
+        match report.outcome {
+            Outcome::Delivered => {
                 self.down = false;
                 self.unrecorded_success = Some(now);
                 self.record_success(false)?;
             }
             _ => {
-                let error = attempt.error.clone().unwrap_or_default();
+                let error = report.detail.clone().unwrap_or_default();
                 let (event_type, lsn, id, events) = match &sent {
                     Sent::Live(jobs) => jobs.first().map_or(("", Default::default(), "", 0), |j| {
                         (
@@ -412,25 +397,25 @@ impl Worker {
                     lsn = %lsn,
                     event_id = id,
                     events,
-                    status = ?attempt.status,
+                    status = ?report.code,
                     error = %error,
                     "delivery failed"
                 );
                 let name = self.config.name.clone();
                 self.with_store(|s| s.record_error(&name, now, &error))?;
-                if attempt.status.is_none() && matches!(attempt.verdict, Verdict::Retry { .. }) {
+                if report.outcome == Outcome::Unreachable {
                     self.down = true;
                 }
             }
         }
         match sent {
-            Sent::Live(jobs) => self.completed_live(jobs, attempt),
-            Sent::Held(held) => self.completed_held(held, attempt)?,
+            Sent::Live(jobs) => self.completed_live(jobs, report),
+            Sent::Held(held) => self.completed_held(held, report)?,
         }
         Ok(())
     }
 
-    fn completed_live(&mut self, jobs: Vec<Job>, attempt: Attempt) {
+    fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
         let mut settled = Vec::new();
         for job in jobs {
             let key = job.event.key.clone();
@@ -441,23 +426,23 @@ impl Worker {
                 self.pop_head(&key)
             };
             let Some(job) = job else { continue };
-            match attempt.verdict {
-                Verdict::Delivered => settled.push(job.txn),
-                Verdict::Retry { .. } => {
+            match report.outcome {
+                Outcome::Delivered => settled.push(job.txn),
+                Outcome::Retry { .. } | Outcome::Unreachable => {
                     // This key's later jobs must stay behind it: they go to the store too.
                     let rest = self.keys.remove(&key).unwrap_or_default();
                     self.ready.retain(|(k, _)| k != &key);
                     self.unload(&job.event.table, rest.len());
-                    self.to_store.push((job, Some(attempt.clone())));
+                    self.to_store.push((job, Some(report.clone())));
                     self.to_store.extend(rest.into_iter().map(|j| (j, None)));
                 }
-                Verdict::DeadLetter | Verdict::Gone => {
-                    self.to_dead_letter.push((job, attempt.clone()))
+                Outcome::Reject | Outcome::Gone { .. } => {
+                    self.to_dead_letter.push((job, report.clone()))
                 }
             }
         }
-        if matches!(attempt.verdict, Verdict::Gone) {
-            self.pause();
+        if let Outcome::Gone { reason } = report.outcome {
+            self.pause(reason);
         } else if self.paused.is_some() || self.draining {
             // What waited behind these jobs is stored now, after them.
             self.store_queued();
@@ -506,12 +491,8 @@ impl Worker {
         }
     }
 
-    /// 410 Gone: the subscriber's URL is no more. Everything waits in the store until restart.
-    fn pause(&mut self) {
-        let reason = format!(
-            "410 Gone from {}",
-            self.config.url.host_str().unwrap_or("?")
-        );
+    /// The receiver is gone (for HTTP, a 410): everything waits in the store until restart.
+    fn pause(&mut self, reason: String) {
         warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
         // Recorded in the state file too, so `walhook status` shows it.
         let name = self.config.name.clone();
@@ -572,33 +553,28 @@ impl Worker {
         let now = UnixMillis::now();
         let pending: Vec<PendingInsert<'_>> = to_store
             .iter()
-            .map(|(job, attempt)| match attempt {
+            .map(|(job, report)| match report {
                 None => PendingInsert::held(&job.event, now),
-                Some(attempt) => {
-                    let retry_after = match attempt.verdict {
-                        Verdict::Retry { retry_after } => retry_after,
-                        _ => None,
-                    };
-                    PendingInsert {
-                        event: &job.event,
-                        attempts: 1,
-                        first_failure_at: Some(now),
-                        next_attempt_at: now.saturating_add(schedule.next_delay(1, retry_after)),
-                        last_status: attempt.status,
-                        last_error: attempt.error.as_deref(),
-                    }
-                }
+                Some(report) => PendingInsert {
+                    event: &job.event,
+                    attempts: 1,
+                    first_failure_at: Some(now),
+                    next_attempt_at: now
+                        .saturating_add(schedule.next_delay(1, report.retry_after())),
+                    last_status: report.code,
+                    last_error: report.detail.as_deref(),
+                },
             })
             .collect();
         let dead: Vec<DeadLetterInsert<'_>> = to_dead
             .iter()
-            .map(|(job, attempt)| DeadLetterInsert {
+            .map(|(job, report)| DeadLetterInsert {
                 event: &job.event,
                 attempts: 1,
                 first_attempt_at: now,
                 dead_at: now,
-                last_status: attempt.status,
-                last_error: attempt.error.as_deref(),
+                last_status: report.code,
+                last_error: report.detail.as_deref(),
             })
             .collect();
         // SQLite commits in a few milliseconds; this blocks only this subscriber's task.
@@ -677,21 +653,22 @@ impl Worker {
     fn completed_held(
         &mut self,
         held: Vec<PendingEvent>,
-        attempt: Attempt,
+        report: Report,
     ) -> Result<(), WorkerError> {
         for pending in &held {
             self.retrying.remove(&pending.event.id);
         }
-        let retry_after = match attempt.verdict {
-            Verdict::Delivered => {
+        let retry_after = match report.outcome {
+            Outcome::Delivered => {
                 // Removed at the next flush; until then `retrying` keeps them from going twice.
                 self.to_remove
                     .extend(held.into_iter().map(|pending| pending.event.id));
                 self.more_due = true;
                 return Ok(());
             }
-            Verdict::Retry { retry_after } => Some(retry_after),
-            Verdict::DeadLetter | Verdict::Gone => None,
+            Outcome::Retry { after } => Some(after),
+            Outcome::Unreachable => Some(None),
+            Outcome::Reject | Outcome::Gone { .. } => None,
         };
         let name = self.config.name.clone();
         let now = UnixMillis::now();
@@ -703,8 +680,8 @@ impl Worker {
                 id: pending.event.id.as_str(),
                 attempts,
                 at: now,
-                status: attempt.status,
-                error: attempt.error.as_deref(),
+                status: report.code,
+                error: report.detail.as_deref(),
             };
             let first = pending.first_failure_at.unwrap_or(now);
             match retry_after {
@@ -731,8 +708,8 @@ impl Worker {
                 self.meters.dead_lettered(event_type);
             }
         }
-        if matches!(attempt.verdict, Verdict::Gone) {
-            self.pause();
+        if let Outcome::Gone { reason } = report.outcome {
+            self.pause(reason);
         }
         Ok(())
     }
