@@ -5,14 +5,17 @@
 //! confirms LSNs; it reports outcomes.
 
 mod http;
+mod job;
 mod meters;
+mod order;
 mod retry;
 mod signing;
 mod sink;
 mod worker;
 
 pub use http::{batch_body, batch_id, build_client, post, Attempt, HttpSink};
+pub use job::Job;
 pub use retry::{classify, classify_error, Schedule, Verdict};
 pub use signing::Signer;
 pub use sink::{Outcome, Report, Sink};
-pub use worker::{announce, Job, Worker, WorkerContext, WorkerError};
+pub use worker::{announce, Worker, WorkerContext, WorkerError};

@@ -6,7 +6,7 @@
 //! a later attempt (after the store's commit returned), or dead-lettered. It never confirms
 //! LSNs itself.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::job::Job;
 use super::meters::{now_micros, Meters};
+use super::order::Order;
 use super::retry::Schedule;
 use super::sink::{Outcome, Report, Sink};
 use crate::config::SubscriberConfig;
@@ -39,13 +41,6 @@ const RETRY_FETCH_MAX: usize = 4096;
 /// The retry backlog gauge is recounted from the store this often (in 100 ms ticks), which
 /// corrects it after `walhook dead-letters replay` added events from another process.
 const BACKLOG_RECOUNT_TICKS: u64 = 600;
-
-/// An event for this subscriber, and the transaction it settles a part of.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub event: Arc<Event>,
-    pub txn: TxnId,
-}
 
 /// What the worker shares with the rest of walhook.
 pub struct WorkerContext {
@@ -87,16 +82,8 @@ pub struct Worker<S> {
     sink: Arc<S>,
     schedule: Schedule,
     ctx: WorkerContext,
-    /// Live jobs in commit order per key; the head may be in flight.
-    keys: HashMap<String, VecDeque<Job>>,
-    /// Keys whose head is waiting to be sent, oldest first, with when it became ready.
-    ready: VecDeque<(String, Instant)>,
-    /// Keys with a live request in flight.
-    busy: HashSet<String>,
-    /// A truncate waiting for its table's earlier events, and the table's later jobs.
-    barriers: HashMap<String, VecDeque<Job>>,
-    /// Live jobs queued or in flight per table (what a truncate waits for).
-    table_load: HashMap<String, usize>,
+    /// Live jobs: per-key order and truncate barriers.
+    order: Order<Job>,
     in_flight: JoinSet<(Sent, Report)>,
     /// Held event ids the retrier has in flight, or delivered and not yet removed.
     retrying: HashSet<String>,
@@ -134,11 +121,7 @@ impl<S: Sink> Worker<S> {
             sink: Arc::new(sink),
             schedule,
             ctx,
-            keys: HashMap::new(),
-            ready: VecDeque::new(),
-            busy: HashSet::new(),
-            barriers: HashMap::new(),
-            table_load: HashMap::new(),
+            order: Order::default(),
             in_flight: JoinSet::new(),
             retrying: HashSet::new(),
             due: VecDeque::new(),
@@ -237,42 +220,22 @@ impl<S: Sink> Worker<S> {
 
     /// Queues a live job, or stores it behind held events of its key or table.
     fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
-        let event = job.event.clone();
         // While the receiver is down, new keys go straight to the store; a key with a job still
         // queued or in flight keeps this one behind it instead, since the store would retry it
         // first.
-        let behind_live = self.keys.contains_key(&event.key);
+        let behind_live = self.order.has_key(&job.event.key);
         let must_hold = self.paused.is_some()
             || (self.down && !behind_live)
             || (self.store_has_events && {
                 let name = self.config.name.clone();
-                self.with_store(|s| s.must_hold(&name, &event))?
+                self.with_store(|s| s.must_hold(&name, &job.event))?
             });
         if must_hold {
             self.to_store.push((job, None));
-            return Ok(());
+        } else {
+            self.order.push(job, now());
         }
-        if let Some(barrier) = self.barriers.get_mut(&event.table) {
-            barrier.push_back(job);
-            return Ok(());
-        }
-        if event.is_truncate {
-            self.barriers
-                .insert(event.table.clone(), VecDeque::from([job]));
-            return Ok(());
-        }
-        self.enqueue(job);
         Ok(())
-    }
-
-    fn enqueue(&mut self, job: Job) {
-        *self.table_load.entry(job.event.table.clone()).or_default() += 1;
-        let key = job.event.key.clone();
-        let queue = self.keys.entry(key.clone()).or_default();
-        queue.push_back(job);
-        if queue.len() == 1 && !self.busy.contains(&key) {
-            self.ready.push_back((key, Instant::now()));
-        }
     }
 
     /// When a partial batch may no longer wait for more events.
@@ -280,65 +243,27 @@ impl<S: Sink> Worker<S> {
         if self.config.batch_size <= 1 || self.in_flight.len() >= self.config.concurrency {
             return None;
         }
-        let (_, since) = self.ready.front()?;
-        Some(*since + self.config.batch_wait)
+        let since = self.order.oldest_ready()?;
+        Some(Instant::from_std(since) + self.config.batch_wait)
     }
 
-    /// Starts requests while there is room: full batches at once, a partial one after
-    /// `batch_wait` (or at once when draining), truncates whose table has gone quiet.
+    /// Starts requests while there is room: truncates whose table has gone quiet, full batches
+    /// at once, a partial one after `batch_wait` (or at once when draining).
     fn launch(&mut self, draining: bool) {
         if self.paused.is_some() {
             return;
         }
-        self.launch_truncates();
-        while self.in_flight.len() < self.config.concurrency && !self.ready.is_empty() {
-            let size = self.config.batch_size;
-            if size > 1 && self.ready.len() < size && !draining {
-                let waited = self
-                    .ready
-                    .front()
-                    .is_some_and(|(_, since)| since.elapsed() >= self.config.batch_wait);
-                if !waited {
-                    break;
-                }
-            }
-            let mut jobs = Vec::with_capacity(size.min(self.ready.len()));
-            while jobs.len() < size {
-                let Some((key, _)) = self.ready.pop_front() else {
-                    break;
-                };
-                if let Some(job) = self.keys.get(&key).and_then(|q| q.front()) {
-                    jobs.push(job.clone());
-                    self.busy.insert(key);
-                }
-            }
+        let room = self.config.concurrency.saturating_sub(self.in_flight.len());
+        for truncate in self.order.take_truncates(room) {
+            self.send(Sent::Live(vec![truncate]));
+        }
+        while self.in_flight.len() < self.config.concurrency && self.order.ready_keys() > 0 {
+            let (size, wait) = (self.config.batch_size, self.config.batch_wait);
+            let jobs = self.order.take_batch(size, wait, draining, now());
             if jobs.is_empty() {
                 break;
             }
             self.send(Sent::Live(jobs));
-        }
-    }
-
-    fn launch_truncates(&mut self) {
-        let quiet: Vec<String> = self
-            .barriers
-            .iter()
-            .filter(|(table, queue)| {
-                self.table_load.get(*table).copied().unwrap_or(0) == 0
-                    && queue
-                        .front()
-                        .is_some_and(|job| !self.busy.contains(&job.event.key))
-            })
-            .map(|(table, _)| table.clone())
-            .collect();
-        for table in quiet {
-            if self.in_flight.len() >= self.config.concurrency {
-                return;
-            }
-            if let Some(job) = self.barriers.get(&table).and_then(|q| q.front()).cloned() {
-                self.busy.insert(job.event.key.clone());
-                self.send(Sent::Live(vec![job]));
-            }
         }
     }
 
@@ -418,21 +343,14 @@ impl<S: Sink> Worker<S> {
     fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
         let mut settled = Vec::new();
         for job in jobs {
-            let key = job.event.key.clone();
-            self.busy.remove(&key);
-            let job = if job.event.is_truncate {
-                self.finish_truncate(&job.event.table)
-            } else {
-                self.pop_head(&key)
+            let Some(job) = self.order.finished(&job, now()) else {
+                continue;
             };
-            let Some(job) = job else { continue };
             match report.outcome {
                 Outcome::Delivered => settled.push(job.txn),
                 Outcome::Retry { .. } | Outcome::Unreachable => {
                     // This key's later jobs must stay behind it: they go to the store too.
-                    let rest = self.keys.remove(&key).unwrap_or_default();
-                    self.ready.retain(|(k, _)| k != &key);
-                    self.unload(&job.event.table, rest.len());
+                    let rest = self.order.take_key(&job.event.key);
                     self.to_store.push((job, Some(report.clone())));
                     self.to_store.extend(rest.into_iter().map(|j| (j, None)));
                 }
@@ -452,45 +370,6 @@ impl<S: Sink> Worker<S> {
         }
     }
 
-    /// Removes the head of `key` (just completed); the next job of the key becomes ready.
-    fn pop_head(&mut self, key: &str) -> Option<Job> {
-        let queue = self.keys.get_mut(key)?;
-        let job = queue.pop_front()?;
-        if queue.is_empty() {
-            self.keys.remove(key);
-        } else {
-            self.ready.push_back((key.to_string(), Instant::now()));
-        }
-        self.unload(&job.event.table, 1);
-        Some(job)
-    }
-
-    /// The truncate of `table` is done: the jobs that waited behind it go on.
-    fn finish_truncate(&mut self, table: &str) -> Option<Job> {
-        let mut queue = self.barriers.remove(table)?;
-        let truncate = queue.pop_front();
-        for job in queue {
-            if self.barriers.contains_key(table) || job.event.is_truncate {
-                self.barriers
-                    .entry(table.to_string())
-                    .or_default()
-                    .push_back(job);
-            } else {
-                self.enqueue(job);
-            }
-        }
-        truncate
-    }
-
-    fn unload(&mut self, table: &str, n: usize) {
-        if let Some(load) = self.table_load.get_mut(table) {
-            *load = load.saturating_sub(n);
-            if *load == 0 {
-                self.table_load.remove(table);
-            }
-        }
-    }
-
     /// The receiver is gone (for HTTP, a 410): everything waits in the store until restart.
     fn pause(&mut self, reason: String) {
         warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
@@ -503,30 +382,11 @@ impl<S: Sink> Worker<S> {
         self.store_queued();
     }
 
-    /// Moves every queued live job to the store, except those behind a job in flight: they
-    /// follow it when it completes, so that a failed job is stored before its successors.
+    /// Moves every queued live job to the store in commit order, except those behind a job in
+    /// flight: they follow it when it completes, so that a failed job is stored before its
+    /// successors.
     fn store_queued(&mut self) {
-        let busy = &self.busy;
-        let mut queued = Vec::new();
-        for (key, queue) in self.keys.iter_mut() {
-            if !busy.contains(key) {
-                queued.extend(queue.drain(..));
-            }
-        }
-        self.keys.retain(|_, q| !q.is_empty());
-        self.ready.clear();
-        for (_, barrier) in self.barriers.iter_mut() {
-            if !barrier.front().is_some_and(|j| busy.contains(&j.event.key)) {
-                queued.extend(barrier.drain(..));
-            }
-        }
-        self.barriers.retain(|_, q| !q.is_empty());
-        for job in &queued {
-            if !job.event.is_truncate {
-                let table = job.event.table.clone();
-                self.unload(&table, 1);
-            }
-        }
+        let mut queued = self.order.take_queued();
         queued.sort_by_key(|j| (j.event.commit_lsn, j.txn));
         self.to_store.extend(queued.into_iter().map(|j| (j, None)));
     }
@@ -764,6 +624,11 @@ impl<S: Sink> Worker<S> {
     }
 }
 
+/// Now on tokio's clock (which tests may pause), as the order counts time.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -782,3 +647,6 @@ pub fn announce(config: &SubscriberConfig) {
         "subscriber ready"
     );
 }
+
+#[cfg(test)]
+mod tests;
