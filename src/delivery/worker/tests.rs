@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::config::RetryConfig;
 use crate::source::Lsn;
-use crate::state::{AckTracker, DeadLetterFilter, Store, TxnId};
+use crate::state::{AckTracker, DeadLetterFilter, Store, TxnId, UnixMillis};
 
 const SUBSCRIBER: &str = "s";
 /// Long enough that nothing stored is retried while a test runs.
