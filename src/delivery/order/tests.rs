@@ -21,8 +21,9 @@ fn row(id: &str, table: &str, key: &str) -> Job {
     event(id, table, &format!("{table}:[{key}]"), false)
 }
 
+/// A truncate of `table`; mapping keys a truncate by its table's name.
 fn truncate(id: &str, table: &str) -> Job {
-    event(id, table, &format!("{table}:[]"), true)
+    event(id, table, table, true)
 }
 
 fn event(id: &str, table: &str, key: &str, is_truncate: bool) -> Job {

@@ -96,6 +96,16 @@ impl Harness {
 
     /// Sends a row event of table `t` with key `key`, in a transaction of its own.
     async fn send(&mut self, id: &str, key: &str) -> TxnId {
+        self.send_event(id, key, false).await
+    }
+
+    /// Sends a truncate of table `t` (keyed by the table's name, as mapping does), in a
+    /// transaction of its own.
+    async fn send_truncate(&mut self, id: &str) -> TxnId {
+        self.send_event(id, "public.t", true).await
+    }
+
+    async fn send_event(&mut self, id: &str, key: &str, is_truncate: bool) -> TxnId {
         self.next_lsn += 0x10;
         let txn = self.tracker.begin();
         let event = Event {
@@ -106,7 +116,7 @@ impl Harness {
             body: format!(r#"{{"id":"{id}"}}"#),
             commit_lsn: Lsn(self.next_lsn),
             commit_time_micros: 0,
-            is_truncate: false,
+            is_truncate,
         };
         let job = Job {
             event: Arc::new(event),
@@ -263,4 +273,29 @@ async fn full_batches_go_at_once_and_a_partial_one_after_batch_wait() {
         [batch(&["e1", "e2", "e3"]), batch(&["e4", "e5"])]
     );
     assert_eq!(h.store().subscriber_status(SUBSCRIBER).unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn a_truncate_goes_out_after_its_tables_earlier_events_and_before_its_later_ones() {
+    // GIVEN a receiver that takes everything, one event per request
+    let mut h = Harness::start(1, &[]);
+
+    // WHEN two rows, a truncate and two more rows of the table arrive together
+    let mut txns = vec![
+        h.send("r1", "t:[1]").await,
+        h.send("r2", "t:[2]").await,
+        h.send_truncate("T").await,
+        h.send("r3", "t:[1]").await,
+        h.send("r4", "t:[3]").await,
+    ];
+    txns.sort();
+
+    // THEN all are delivered, the truncate after r1 and r2 and before r3 and r4
+    assert_eq!(h.settled(5).await, txns);
+    h.stop().await;
+    let sent: Vec<String> = h.batches().into_iter().flatten().collect();
+    let at = |id: &str| sent.iter().position(|s| s == id).expect("sent");
+    assert_eq!(sent.len(), 5, "{sent:?}");
+    assert!(at("r1") < at("T") && at("r2") < at("T"), "{sent:?}");
+    assert!(at("T") < at("r3") && at("T") < at("r4"), "{sent:?}");
 }
