@@ -22,7 +22,7 @@ use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Window
 use crate::config::Config;
 use crate::database::provision::{self, ProvisionError, Target};
 use crate::database::slot_guard::{self, LagWarning, SlotProblem};
-use crate::delivery::{self, build_client, Job, Worker, WorkerContext, WorkerError};
+use crate::delivery::{self, build_client, HttpSink, Job, Worker, WorkerContext, WorkerError};
 use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
 use crate::model::{Lsn, TxnId};
 use crate::source::{
@@ -99,8 +99,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let worker = Worker::new(
             subscriber.clone(),
+            HttpSink::new(client.clone(), subscriber),
             WorkerContext {
-                client: client.clone(),
                 store: store.clone(),
                 settled: settled_tx.clone(),
             },

@@ -3,6 +3,7 @@
 //! the body and id.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use reqwest::redirect;
 
 use super::retry::{classify, classify_error, Verdict};
 use super::signing::Signer;
+use super::sink::{Outcome, Report, Sink};
 use crate::config::SubscriberConfig;
 use crate::model::Event;
 
@@ -121,6 +123,73 @@ pub async fn post(
         status: Some(status),
         error,
         duration: started.elapsed(),
+    }
+}
+
+/// Webhook POSTs to one subscriber: the [`Sink`] of DESIGN.md "The webhook request". One event
+/// goes as its own body under its own id; several go as [`batch_body`] under [`batch_id`].
+pub struct HttpSink {
+    client: reqwest::Client,
+    subscriber: Arc<SubscriberConfig>,
+    signer: Option<Signer>,
+}
+
+impl HttpSink {
+    /// A sink for `subscriber` on the shared `client` (see [`build_client`]).
+    pub fn new(client: reqwest::Client, subscriber: &SubscriberConfig) -> Self {
+        let signer = subscriber
+            .signing_key
+            .as_ref()
+            .map(|key| Signer::new(key.expose()));
+        Self {
+            client,
+            subscriber: Arc::new(subscriber.clone()),
+            signer,
+        }
+    }
+
+    /// What an HTTP attempt means to the worker. The status stays a detail (`code`); a 410
+    /// pauses the subscriber with a reason naming the host (never the whole URL, which may
+    /// hold a token).
+    fn report(&self, attempt: Attempt) -> Report {
+        let outcome = match attempt.verdict {
+            Verdict::Delivered => Outcome::Delivered,
+            Verdict::Retry { retry_after } if attempt.status.is_some() => {
+                Outcome::Retry { after: retry_after }
+            }
+            Verdict::Retry { .. } => Outcome::Unreachable,
+            Verdict::DeadLetter => Outcome::Reject,
+            Verdict::Gone => Outcome::Gone {
+                reason: format!(
+                    "410 Gone from {}",
+                    self.subscriber.url.host_str().unwrap_or("?")
+                ),
+            },
+        };
+        Report {
+            outcome,
+            code: attempt.status,
+            detail: attempt.error,
+            took: attempt.duration,
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    async fn send(&self, events: &[&Event]) -> Report {
+        let (id, body) = match events {
+            [only] => (only.id.clone(), only.body.clone()),
+            _ => (batch_id(events), batch_body(events)),
+        };
+        let attempt = post(
+            &self.client,
+            &self.subscriber,
+            self.signer.as_ref(),
+            &id,
+            Bytes::from(body),
+        )
+        .await;
+        self.report(attempt)
     }
 }
 
@@ -268,96 +337,4 @@ fn one_line(text: &str, max_chars: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Lsn;
-
-    fn event(id: &str, body: &str) -> Event {
-        Event {
-            id: id.to_string(),
-            event_type: "order.created".to_string(),
-            key: "public.orders/1".to_string(),
-            table: "public.orders".to_string(),
-            body: body.to_string(),
-            commit_lsn: Lsn(0x16B_3748),
-            commit_time_micros: 0,
-            is_truncate: false,
-        }
-    }
-
-    #[test]
-    fn a_batch_body_wraps_the_event_bodies_in_order() {
-        let a = event(
-            "evt_00000000016B3748_0",
-            r#"{"id":"evt_00000000016B3748_0"}"#,
-        );
-        let b = event(
-            "evt_00000000016B3748_1",
-            r#"{"id":"evt_00000000016B3748_1"}"#,
-        );
-        let body = batch_body(&[&a, &b]);
-        assert_eq!(
-            body,
-            r#"{"events":[{"id":"evt_00000000016B3748_0"},{"id":"evt_00000000016B3748_1"}]}"#
-        );
-        let parsed: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
-        assert_eq!(parsed["events"][1]["id"], "evt_00000000016B3748_1");
-    }
-
-    #[test]
-    fn a_batch_of_one_and_of_none() {
-        let a = event("evt_1", r#"{"n":1}"#);
-        assert_eq!(batch_body(&[&a]), r#"{"events":[{"n":1}]}"#);
-        assert_eq!(batch_body(&[]), r#"{"events":[]}"#);
-    }
-
-    #[test]
-    fn a_batch_id_names_the_first_event_and_the_count() {
-        let a = event("evt_00000000016B3748_0", "{}");
-        let b = event("evt_00000000016B3748_1", "{}");
-        let c = event("evt_00000000016B3790_0", "{}");
-        assert_eq!(batch_id(&[&a, &b, &c]), "batch_evt_00000000016B3748_0_3");
-        assert_eq!(batch_id(&[&b]), "batch_evt_00000000016B3748_1_1");
-        assert_eq!(batch_id(&[]), "batch__0");
-        assert!(
-            !batch_id(&[&a, &b]).contains('.'),
-            "ids are signed; no dots"
-        );
-    }
-
-    #[test]
-    fn a_status_is_described_with_its_reason_and_the_start_of_the_body() {
-        assert_eq!(
-            describe_status(503, b"down for\nmaintenance\r\n"),
-            "HTTP 503 Service Unavailable: down for maintenance"
-        );
-        assert_eq!(describe_status(404, b""), "HTTP 404 Not Found");
-        assert_eq!(describe_status(599, b"x"), "HTTP 599: x");
-        let long = describe_status(500, "é".repeat(1000).as_bytes());
-        assert_eq!(
-            long.chars().count(),
-            "HTTP 500 Internal Server Error: ".len() + 201
-        );
-        assert!(long.ends_with("é…"));
-    }
-
-    #[test]
-    fn invalid_utf8_in_a_body_is_replaced_not_fatal() {
-        assert_eq!(
-            describe_status(400, b"bad \xff"),
-            "HTTP 400 Bad Request: bad \u{fffd}"
-        );
-    }
-
-    #[test]
-    fn one_line_cuts_on_characters() {
-        assert_eq!(one_line("  a\tb\nc  ", 10), "a b c");
-        assert_eq!(one_line("abcdef", 3), "abc…");
-        assert_eq!(one_line("ééé", 3), "ééé");
-    }
-
-    #[test]
-    fn the_user_agent_names_walhook_and_its_version() {
-        assert_eq!(USER_AGENT, format!("walhook/{}", env!("CARGO_PKG_VERSION")));
-    }
-}
+mod tests;

@@ -1,15 +1,29 @@
-//! Delivery: events to signed webhook POSTs. This module holds the parts that decide nothing
-//! about order or state: the shared HTTP client and one request (`post`), retry classification
-//! and schedule, and Standard Webhooks signing. Delivery never talks to Postgres and never
-//! confirms LSNs; it reports outcomes.
+//! Delivery: events to signed webhook POSTs, one [`Worker`] per subscriber.
+//!
+//! - `worker`: the select loop; it decides nothing about order or storage itself.
+//! - `order`: per-key order and truncate barriers of live events (pure, unit-tested).
+//! - `spill`: the only door to the state store: held events out and back, dead letters,
+//!   removals, and reporting what the store made safe as settled.
+//! - `sink`: the [`Sink`] trait, what a worker sends through; `http` is its first
+//!   implementation ([`HttpSink`], with `post`), `retry` classifies HTTP answers apart from the
+//!   retry schedule, `signing` signs Standard Webhooks.
+//!
+//! Delivery never talks to Postgres and never confirms LSNs; it reports outcomes.
 
 mod http;
+mod job;
 mod meters;
+mod order;
 mod retry;
 mod signing;
+mod sink;
+mod spill;
 mod worker;
 
-pub use http::{batch_body, batch_id, build_client, post, Attempt};
+pub use http::{batch_body, batch_id, build_client, post, Attempt, HttpSink};
+pub use job::Job;
 pub use retry::{classify, classify_error, Schedule, Verdict};
 pub use signing::Signer;
-pub use worker::{announce, Job, Worker, WorkerContext, WorkerError};
+pub use sink::{Outcome, Report, Sink};
+pub use spill::{WorkerContext, WorkerError};
+pub use worker::{announce, Worker};

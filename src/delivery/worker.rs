@@ -1,38 +1,31 @@
-//! One subscriber's worker: sends its events with up to `concurrency` requests in flight,
-//! keeps each key's events in commit order, and hands an event it cannot deliver now to the
-//! state store (with every later event of its key), where the retrier picks it up on schedule.
+//! One subscriber's worker: the select loop that sends its events through a [`Sink`] with up to
+//! `concurrency` requests in flight, keeps each key's events in commit order ([`Order`]), and
+//! hands an event it cannot deliver now to the state store ([`Spill`], with every later event
+//! of its key), where it picks them up again on schedule.
 //!
-//! Every job it receives is reported back as settled exactly once: delivered (2xx), stored for
-//! a later attempt (after the store's commit returned), or dead-lettered. It never confirms
-//! LSNs itself.
+//! Every job it receives is reported back as settled exactly once: delivered, stored for a
+//! later attempt (after the store's commit returned), or dead-lettered. It never confirms LSNs
+//! itself.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::http::{batch_body, batch_id, post, Attempt};
+use super::job::Job;
 use super::meters::{now_micros, Meters};
-use super::retry::{Schedule, Verdict};
-use super::signing::Signer;
+use super::order::Order;
+use super::retry::Schedule;
+use super::sink::{Outcome, Report, Sink};
+use super::spill::{Held, Spill, WorkerContext, WorkerError};
 use crate::config::SubscriberConfig;
-use crate::model::{Event, TxnId};
-use crate::state::{
-    with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry,
-    StateError, Store, UnixMillis,
-};
+use crate::model::Event;
 
 /// Jobs accepted in one go before the worker sends, stores and looks at completions again.
 const ACCEPT_BURST: usize = 512;
-
-/// A delivery is recorded in the store (for `walhook status`) at most this often: each
-/// record is a durable commit.
-const SUCCESS_RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// Held events fetched from the store at once, at least: more when `batch_size` ×
 /// `concurrency` is larger, up to `RETRY_FETCH_MAX`.
@@ -42,130 +35,66 @@ const RETRY_FETCH_MAX: usize = 4096;
 /// corrects it after `walhook dead-letters replay` added events from another process.
 const BACKLOG_RECOUNT_TICKS: u64 = 600;
 
-/// An event for this subscriber, and the transaction it settles a part of.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub event: Arc<Event>,
-    pub txn: TxnId,
-}
-
-/// What the worker shares with the rest of walhook.
-pub struct WorkerContext {
-    pub client: reqwest::Client,
-    pub store: Arc<Mutex<Store>>,
-    /// Transactions whose jobs settled (one entry per job).
-    pub settled: mpsc::UnboundedSender<Vec<TxnId>>,
-}
-
-/// Why a worker stopped early: the store failed, so nothing more can be settled safely.
-#[derive(Debug, thiserror::Error)]
-#[error("subscriber `{subscriber}`: the state store failed; walhook stops confirming progress")]
-pub struct WorkerError {
-    pub subscriber: String,
-    #[source]
-    pub source: Box<StateError>,
-}
-
-/// A request in flight: live jobs, or held events the retrier sent (each the head of its key,
+/// A request in flight: live jobs, or held events from the store (each the head of its key,
 /// so a batch of them never holds two events of one key).
 enum Sent {
     Live(Vec<Job>),
-    Held(Vec<PendingEvent>),
+    Held(Vec<Held>),
 }
 
 impl Sent {
     fn events(&self) -> impl Iterator<Item = &Event> {
         let (live, held) = match self {
             Sent::Live(jobs) => (jobs.as_slice(), &[][..]),
-            Sent::Held(pending) => (&[][..], pending.as_slice()),
+            Sent::Held(held) => (&[][..], held.as_slice()),
         };
-        let held = held.iter().map(|p| &p.event);
+        let held = held.iter().map(Held::event);
         live.iter().map(|job| job.event.as_ref()).chain(held)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Sent::Live(jobs) => jobs.len(),
+            Sent::Held(held) => held.len(),
+        }
     }
 }
 
-pub struct Worker {
+pub struct Worker<S> {
+    config: SubscriberConfig,
     /// Shared with each request's task.
-    config: Arc<SubscriberConfig>,
-    signer: Option<Arc<Signer>>,
-    schedule: Schedule,
-    ctx: WorkerContext,
-    /// Live jobs in commit order per key; the head may be in flight.
-    keys: HashMap<String, VecDeque<Job>>,
-    /// Keys whose head is waiting to be sent, oldest first, with when it became ready.
-    ready: VecDeque<(String, Instant)>,
-    /// Keys with a live request in flight.
-    busy: HashSet<String>,
-    /// A truncate waiting for its table's earlier events, and the table's later jobs.
-    barriers: HashMap<String, VecDeque<Job>>,
-    /// Live jobs queued or in flight per table (what a truncate waits for).
-    table_load: HashMap<String, usize>,
-    in_flight: JoinSet<(Sent, Attempt)>,
-    /// Held event ids the retrier has in flight, or delivered and not yet removed.
-    retrying: HashSet<String>,
-    /// Held events that are due, fetched in bulk, not yet sent.
-    due: VecDeque<PendingEvent>,
-    /// A delivery may have made more held events due (the next of its key).
-    more_due: bool,
-    /// Held events delivered, removed from the store at the next flush.
-    to_remove: Vec<String>,
-    /// Jobs to store behind held events at the next flush, with their failed attempt if any.
-    to_store: Vec<(Job, Option<Attempt>)>,
-    to_dead_letter: Vec<(Job, Attempt)>,
-    /// The store may hold events of this subscriber (checked before sending live jobs).
-    store_has_events: bool,
+    sink: Arc<S>,
+    /// Live jobs: per-key order and truncate barriers.
+    order: Order<Job>,
+    /// Everything that goes to and comes from the store.
+    spill: Spill,
+    in_flight: JoinSet<(Sent, Report)>,
     /// Connection-level failures since the last success: the receiver is down, so live jobs go
     /// straight to the store instead of each waiting for its own failed connect.
     down: bool,
     paused: Option<String>,
     /// The job channel closed: nothing more is sent live, queued jobs go to the store.
     draining: bool,
-    /// The latest delivery not yet recorded in the store, and its record (for `walhook
-    /// status`).
-    unrecorded_success: Option<UnixMillis>,
-    success_record: PeriodicWrite,
     meters: Meters,
 }
 
-impl Worker {
-    pub fn new(config: SubscriberConfig, ctx: WorkerContext) -> Result<Self, WorkerError> {
-        let signer = config
-            .signing_key
-            .as_ref()
-            .map(|key| Arc::new(Signer::new(key.expose())));
-        let schedule = Schedule::new(config.retry);
-        let meters = Meters::new(&config.name);
-        let mut worker = Self {
-            config: Arc::new(config),
-            signer,
-            schedule,
-            ctx,
-            keys: HashMap::new(),
-            ready: VecDeque::new(),
-            busy: HashSet::new(),
-            barriers: HashMap::new(),
-            table_load: HashMap::new(),
+impl<S: Sink> Worker<S> {
+    /// A worker that sends `config`'s events through `sink`. Lifts a pause recorded in the
+    /// store: the operator restarting walhook is the signal that the subscriber was fixed.
+    pub fn new(config: SubscriberConfig, sink: S, ctx: WorkerContext) -> Result<Self, WorkerError> {
+        let mut meters = Meters::new(&config.name);
+        let spill = Spill::open(&config.name, Schedule::new(config.retry), ctx, &mut meters)?;
+        Ok(Self {
+            config,
+            sink: Arc::new(sink),
+            order: Order::default(),
+            spill,
             in_flight: JoinSet::new(),
-            retrying: HashSet::new(),
-            due: VecDeque::new(),
-            more_due: false,
-            to_remove: Vec::new(),
-            to_store: Vec::new(),
-            to_dead_letter: Vec::new(),
-            store_has_events: true,
             down: false,
             paused: None,
             draining: false,
-            unrecorded_success: None,
-            success_record: PeriodicWrite::new(SUCCESS_RECORD_EVERY),
             meters,
-        };
-        // A pause is lifted by a restart: the operator restarting walhook is the signal that
-        // the subscriber's URL was fixed.
-        let name = worker.config.name.clone();
-        worker.with_store(|s| s.set_paused(&name, None))?;
-        worker.recount_backlog()?;
-        Ok(worker)
+        })
     }
 
     fn name(&self) -> &str {
@@ -181,9 +110,9 @@ impl Worker {
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.launch(!open);
-            self.flush()?;
+            self.spill.flush(&mut self.meters)?;
             if !open && self.in_flight.is_empty() {
-                self.record_success(true)?;
+                self.spill.record_success(true)?;
                 return Ok(());
             }
             let batch_deadline = self.partial_batch_deadline();
@@ -192,10 +121,10 @@ impl Worker {
                 // 1. Completions free a slot and decide what happens to their jobs.
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     match done {
-                        Ok((sent, attempt)) => {
-                            self.completed(sent, attempt)?;
+                        Ok((sent, report)) => {
+                            self.completed(sent, report)?;
                             if open {
-                                let fetch = self.more_due;
+                                let fetch = self.spill.more_due();
                                 self.retry_due(fetch)?;
                             }
                         }
@@ -229,12 +158,12 @@ impl Worker {
                     // dead-letters replay` may have put events back from another process.
                     ticks += 1;
                     if ticks % 10 == 0 {
-                        self.store_has_events = true;
+                        self.spill.look_again();
                     }
                     if ticks % BACKLOG_RECOUNT_TICKS == 0 {
-                        self.recount_backlog()?;
+                        self.spill.recount_backlog(&mut self.meters)?;
                     }
-                    self.record_success(false)?;
+                    self.spill.record_success(false)?;
                     self.retry_due(true)?;
                 }
             }
@@ -243,42 +172,19 @@ impl Worker {
 
     /// Queues a live job, or stores it behind held events of its key or table.
     fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
-        let event = job.event.clone();
         // While the receiver is down, new keys go straight to the store; a key with a job still
         // queued or in flight keeps this one behind it instead, since the store would retry it
         // first.
-        let behind_live = self.keys.contains_key(&event.key);
+        let behind_live = self.order.has_key(&job.event.key);
         let must_hold = self.paused.is_some()
             || (self.down && !behind_live)
-            || (self.store_has_events && {
-                let name = self.config.name.clone();
-                self.with_store(|s| s.must_hold(&name, &event))?
-            });
+            || self.spill.must_hold(&job.event)?;
         if must_hold {
-            self.to_store.push((job, None));
-            return Ok(());
+            self.spill.hold(job, None);
+        } else {
+            self.order.push(job, now());
         }
-        if let Some(barrier) = self.barriers.get_mut(&event.table) {
-            barrier.push_back(job);
-            return Ok(());
-        }
-        if event.is_truncate {
-            self.barriers
-                .insert(event.table.clone(), VecDeque::from([job]));
-            return Ok(());
-        }
-        self.enqueue(job);
         Ok(())
-    }
-
-    fn enqueue(&mut self, job: Job) {
-        *self.table_load.entry(job.event.table.clone()).or_default() += 1;
-        let key = job.event.key.clone();
-        let queue = self.keys.entry(key.clone()).or_default();
-        queue.push_back(job);
-        if queue.len() == 1 && !self.busy.contains(&key) {
-            self.ready.push_back((key, Instant::now()));
-        }
     }
 
     /// When a partial batch may no longer wait for more events.
@@ -286,38 +192,23 @@ impl Worker {
         if self.config.batch_size <= 1 || self.in_flight.len() >= self.config.concurrency {
             return None;
         }
-        let (_, since) = self.ready.front()?;
-        Some(*since + self.config.batch_wait)
+        let since = self.order.oldest_ready()?;
+        Some(Instant::from_std(since) + self.config.batch_wait)
     }
 
-    /// Starts requests while there is room: full batches at once, a partial one after
-    /// `batch_wait` (or at once when draining), truncates whose table has gone quiet.
+    /// Starts requests while there is room: truncates whose table has gone quiet, full batches
+    /// at once, a partial one after `batch_wait` (or at once when draining).
     fn launch(&mut self, draining: bool) {
         if self.paused.is_some() {
             return;
         }
-        self.launch_truncates();
-        while self.in_flight.len() < self.config.concurrency && !self.ready.is_empty() {
-            let size = self.config.batch_size;
-            if size > 1 && self.ready.len() < size && !draining {
-                let waited = self
-                    .ready
-                    .front()
-                    .is_some_and(|(_, since)| since.elapsed() >= self.config.batch_wait);
-                if !waited {
-                    break;
-                }
-            }
-            let mut jobs = Vec::with_capacity(size.min(self.ready.len()));
-            while jobs.len() < size {
-                let Some((key, _)) = self.ready.pop_front() else {
-                    break;
-                };
-                if let Some(job) = self.keys.get(&key).and_then(|q| q.front()) {
-                    jobs.push(job.clone());
-                    self.busy.insert(key);
-                }
-            }
+        let room = self.config.concurrency.saturating_sub(self.in_flight.len());
+        for truncate in self.order.take_truncates(room) {
+            self.send(Sent::Live(vec![truncate]));
+        }
+        while self.in_flight.len() < self.config.concurrency && self.order.ready_keys() > 0 {
+            let (size, wait) = (self.config.batch_size, self.config.batch_wait);
+            let jobs = self.order.take_batch(size, wait, draining, now());
             if jobs.is_empty() {
                 break;
             }
@@ -325,53 +216,20 @@ impl Worker {
         }
     }
 
-    fn launch_truncates(&mut self) {
-        let quiet: Vec<String> = self
-            .barriers
-            .iter()
-            .filter(|(table, queue)| {
-                self.table_load.get(*table).copied().unwrap_or(0) == 0
-                    && queue
-                        .front()
-                        .is_some_and(|job| !self.busy.contains(&job.event.key))
-            })
-            .map(|(table, _)| table.clone())
-            .collect();
-        for table in quiet {
-            if self.in_flight.len() >= self.config.concurrency {
-                return;
-            }
-            if let Some(job) = self.barriers.get(&table).and_then(|q| q.front()).cloned() {
-                self.busy.insert(job.event.key.clone());
-                self.send(Sent::Live(vec![job]));
-            }
-        }
-    }
-
     fn send(&mut self, sent: Sent) {
-        let (id, body) = {
-            let mut events = sent.events();
-            match (events.next(), events.next()) {
-                (Some(only), None) => (only.id.clone(), only.body.clone()),
-                _ => {
-                    let events: Vec<&Event> = sent.events().collect();
-                    (batch_id(&events), batch_body(&events))
-                }
-            }
-        };
-        let client = self.ctx.client.clone();
-        let config = self.config.clone();
-        let signer = self.signer.clone();
+        let sink = self.sink.clone();
         self.in_flight.spawn(async move {
-            let attempt = post(&client, &config, signer.as_deref(), &id, Bytes::from(body)).await;
-            (sent, attempt)
+            let report = {
+                let events: Vec<&Event> = sent.events().collect();
+                sink.send(&events).await
+            };
+            (sent, report)
         });
     }
 
-    fn completed(&mut self, sent: Sent, attempt: Attempt) -> Result<(), WorkerError> {
-        let now = UnixMillis::now();
-        self.meters.request(attempt.duration);
-        let delivered = matches!(attempt.verdict, Verdict::Delivered);
+    fn completed(&mut self, sent: Sent, report: Report) -> Result<(), WorkerError> {
+        self.meters.request(report.took);
+        let delivered = matches!(report.outcome, Outcome::Delivered);
         let at = now_micros();
         for event in sent.events() {
             if delivered {
@@ -380,288 +238,116 @@ impl Worker {
                 self.meters.failed(&event.event_type);
             }
         }
-        match attempt.verdict {
-            Verdict::Delivered => {
-                self.down = false;
-                self.unrecorded_success = Some(now);
-                self.record_success(false)?;
-            }
-            _ => {
-                let error = attempt.error.clone().unwrap_or_default();
-                let (event_type, lsn, id, events) = match &sent {
-                    Sent::Live(jobs) => jobs.first().map_or(("", Default::default(), "", 0), |j| {
-                        (
-                            j.event.event_type.as_str(),
-                            j.event.commit_lsn,
-                            j.event.id.as_str(),
-                            jobs.len(),
-                        )
-                    }),
-                    Sent::Held(held) => held.first().map_or(("", Default::default(), "", 0), |p| {
-                        (
-                            p.event.event_type.as_str(),
-                            p.event.commit_lsn,
-                            p.event.id.as_str(),
-                            held.len(),
-                        )
-                    }),
-                };
-                warn!(
-                    subscriber = %self.name(),
-                    event_type,
-                    lsn = %lsn,
-                    event_id = id,
-                    events,
-                    status = ?attempt.status,
-                    error = %error,
-                    "delivery failed"
-                );
-                let name = self.config.name.clone();
-                self.with_store(|s| s.record_error(&name, now, &error))?;
-                if attempt.status.is_none() && matches!(attempt.verdict, Verdict::Retry { .. }) {
-                    self.down = true;
-                }
+        if delivered {
+            self.down = false;
+            self.spill.delivered();
+            self.spill.record_success(false)?;
+        } else {
+            let error = report.detail.clone().unwrap_or_default();
+            let (event_type, lsn, id) = sent
+                .events()
+                .next()
+                .map_or(("", Default::default(), ""), |e: &Event| {
+                    (e.event_type.as_str(), e.commit_lsn, e.id.as_str())
+                });
+            warn!(
+                subscriber = %self.name(),
+                event_type,
+                lsn = %lsn,
+                event_id = id,
+                events = sent.len(),
+                status = ?report.code,
+                error = %error,
+                "delivery failed"
+            );
+            self.spill.record_error(&error)?;
+            if report.outcome == Outcome::Unreachable {
+                self.down = true;
             }
         }
         match sent {
-            Sent::Live(jobs) => self.completed_live(jobs, attempt),
-            Sent::Held(held) => self.completed_held(held, attempt)?,
+            Sent::Live(jobs) => self.completed_live(jobs, report),
+            Sent::Held(held) => {
+                self.spill.completed(held, &report, &mut self.meters)?;
+                if let Outcome::Gone { reason } = report.outcome {
+                    self.pause(reason);
+                }
+            }
         }
         Ok(())
     }
 
-    fn completed_live(&mut self, jobs: Vec<Job>, attempt: Attempt) {
+    fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
         let mut settled = Vec::new();
         for job in jobs {
-            let key = job.event.key.clone();
-            self.busy.remove(&key);
-            let job = if job.event.is_truncate {
-                self.finish_truncate(&job.event.table)
-            } else {
-                self.pop_head(&key)
+            let Some(job) = self.order.finished(&job, now()) else {
+                continue;
             };
-            let Some(job) = job else { continue };
-            match attempt.verdict {
-                Verdict::Delivered => settled.push(job.txn),
-                Verdict::Retry { .. } => {
-                    // This key's later jobs must stay behind it: they go to the store too.
-                    let rest = self.keys.remove(&key).unwrap_or_default();
-                    self.ready.retain(|(k, _)| k != &key);
-                    self.unload(&job.event.table, rest.len());
-                    // A barrier of the table waited for this job: it waits behind it in the
-                    // store now (the store sends a barrier after its table's earlier events).
+            match report.outcome {
+                Outcome::Delivered => settled.push(job.txn),
+                Outcome::Retry { .. } | Outcome::Unreachable => {
+                    // This key's later jobs must stay behind it: they go to the store too, and
+                    // so does a truncate of its table that waited for it (the store sends a
+                    // truncate after its table's earlier events).
+                    let rest = self.order.take_key(&job.event.key);
                     let barrier = if job.event.is_truncate {
-                        None
+                        Default::default()
                     } else {
-                        self.barriers.remove(&job.event.table)
+                        self.order.take_barrier(&job.event.table)
                     };
-                    self.to_store.push((job, Some(attempt.clone())));
-                    self.to_store.extend(rest.into_iter().map(|j| (j, None)));
-                    self.to_store
-                        .extend(barrier.into_iter().flatten().map(|j| (j, None)));
+                    self.spill.hold(job, Some(report.clone()));
+                    for later in rest.into_iter().chain(barrier) {
+                        self.spill.hold(later, None);
+                    }
                 }
-                Verdict::DeadLetter | Verdict::Gone => {
-                    self.to_dead_letter.push((job, attempt.clone()))
+                Outcome::Reject | Outcome::Gone { .. } => {
+                    self.spill.dead_letter(job, report.clone())
                 }
             }
         }
-        if matches!(attempt.verdict, Verdict::Gone) {
-            self.pause();
+        if let Outcome::Gone { reason } = report.outcome {
+            self.pause(reason);
         } else if self.paused.is_some() || self.draining {
             // What waited behind these jobs is stored now, after them.
             self.store_queued();
         }
-        if !settled.is_empty() {
-            let _ = self.ctx.settled.send(settled);
-        }
+        self.spill.settled(settled);
     }
 
-    /// Removes the head of `key` (just completed); the next job of the key becomes ready.
-    fn pop_head(&mut self, key: &str) -> Option<Job> {
-        let queue = self.keys.get_mut(key)?;
-        let job = queue.pop_front()?;
-        if queue.is_empty() {
-            self.keys.remove(key);
-        } else {
-            self.ready.push_back((key.to_string(), Instant::now()));
-        }
-        self.unload(&job.event.table, 1);
-        Some(job)
-    }
-
-    /// The truncate of `table` is done: the jobs that waited behind it go on.
-    fn finish_truncate(&mut self, table: &str) -> Option<Job> {
-        let mut queue = self.barriers.remove(table)?;
-        let truncate = queue.pop_front();
-        for job in queue {
-            if self.barriers.contains_key(table) || job.event.is_truncate {
-                self.barriers
-                    .entry(table.to_string())
-                    .or_default()
-                    .push_back(job);
-            } else {
-                self.enqueue(job);
-            }
-        }
-        truncate
-    }
-
-    fn unload(&mut self, table: &str, n: usize) {
-        if let Some(load) = self.table_load.get_mut(table) {
-            *load = load.saturating_sub(n);
-            if *load == 0 {
-                self.table_load.remove(table);
-            }
-        }
-    }
-
-    /// 410 Gone: the subscriber's URL is no more. Everything waits in the store until restart.
-    fn pause(&mut self) {
-        let reason = format!(
-            "410 Gone from {}",
-            self.config.url.host_str().unwrap_or("?")
-        );
+    /// The receiver is gone (for HTTP, a 410): everything waits in the store until restart.
+    fn pause(&mut self, reason: String) {
         warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
-        // Recorded in the state file too, so `walhook status` shows it.
-        let name = self.config.name.clone();
-        if let Err(e) = self.with_store(|s| s.set_paused(&name, Some(&reason))) {
-            warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the pause in the state file");
-        }
+        self.spill.record_pause(&reason);
         self.paused = Some(reason);
         self.store_queued();
     }
 
-    /// Moves every queued live job to the store, except those behind a job in flight: they
-    /// follow it when it completes, so that a failed job is stored before its successors.
+    /// Moves every queued live job to the store in commit order, except those behind a job in
+    /// flight: they follow it when it completes, so that a failed job is stored before its
+    /// successors.
     fn store_queued(&mut self) {
-        let busy = &self.busy;
-        let mut queued = Vec::new();
-        for (key, queue) in self.keys.iter_mut() {
-            if !busy.contains(key) {
-                queued.extend(queue.drain(..));
-            }
-        }
-        self.keys.retain(|_, q| !q.is_empty());
-        self.ready.clear();
-        for (_, barrier) in self.barriers.iter_mut() {
-            if !barrier.front().is_some_and(|j| busy.contains(&j.event.key)) {
-                queued.extend(barrier.drain(..));
-            }
-        }
-        self.barriers.retain(|_, q| !q.is_empty());
-        for job in &queued {
-            if !job.event.is_truncate {
-                let table = job.event.table.clone();
-                self.unload(&table, 1);
-            }
-        }
+        let mut queued = self.order.take_queued();
         queued.sort_by_key(|j| (j.event.commit_lsn, j.txn));
-        self.to_store.extend(queued.into_iter().map(|j| (j, None)));
-    }
-
-    /// Writes what must be stored or dead-lettered in one transaction each, then reports those
-    /// jobs settled: only now are they safe from a crash.
-    fn flush(&mut self) -> Result<(), WorkerError> {
-        if !self.to_remove.is_empty() {
-            let name = self.config.name.clone();
-            let ids = std::mem::take(&mut self.to_remove);
-            let removed = self.with_store(|s| s.remove_pending(&name, &ids))?;
-            self.meters.released(removed);
-            for id in &ids {
-                self.retrying.remove(id);
-            }
+        for job in queued {
+            self.spill.hold(job, None);
         }
-        if self.to_store.is_empty() && self.to_dead_letter.is_empty() {
-            return Ok(());
-        }
-        let to_store = std::mem::take(&mut self.to_store);
-        let to_dead = std::mem::take(&mut self.to_dead_letter);
-        let name = self.config.name.clone();
-        let schedule = self.schedule;
-        let now = UnixMillis::now();
-        let pending: Vec<PendingInsert<'_>> = to_store
-            .iter()
-            .map(|(job, attempt)| match attempt {
-                None => PendingInsert::held(&job.event, now),
-                Some(attempt) => {
-                    let retry_after = match attempt.verdict {
-                        Verdict::Retry { retry_after } => retry_after,
-                        _ => None,
-                    };
-                    PendingInsert {
-                        event: &job.event,
-                        attempts: 1,
-                        first_failure_at: Some(now),
-                        next_attempt_at: now.saturating_add(schedule.next_delay(1, retry_after)),
-                        last_status: attempt.status,
-                        last_error: attempt.error.as_deref(),
-                    }
-                }
-            })
-            .collect();
-        let dead: Vec<DeadLetterInsert<'_>> = to_dead
-            .iter()
-            .map(|(job, attempt)| DeadLetterInsert {
-                event: &job.event,
-                attempts: 1,
-                first_attempt_at: now,
-                dead_at: now,
-                last_status: attempt.status,
-                last_error: attempt.error.as_deref(),
-            })
-            .collect();
-        // SQLite commits in a few milliseconds; this blocks only this subscriber's task.
-        let stored = self.with_store(|s| {
-            if !dead.is_empty() {
-                s.store_dead_letters(&name, &dead)?;
-            }
-            if pending.is_empty() {
-                Ok(0)
-            } else {
-                s.store_pending(&name, &pending)
-            }
-        })?;
-        self.meters.held(stored);
-        for (job, _) in &to_dead {
-            self.meters.dead_lettered(&job.event.event_type);
-        }
-        if !pending.is_empty() {
-            self.store_has_events = true;
-        }
-        let settled: Vec<TxnId> = to_store
-            .iter()
-            .map(|(j, _)| j.txn)
-            .chain(to_dead.iter().map(|(j, _)| j.txn))
-            .collect();
-        let _ = self.ctx.settled.send(settled);
-        Ok(())
     }
 
     /// Sends held events that are due, oldest first per key; fetches a new bulk of them from
     /// the store when `fetch` and none are left.
     fn retry_due(&mut self, fetch: bool) -> Result<(), WorkerError> {
-        if !self.store_has_events || self.paused.is_some() {
+        if !self.spill.may_hold_events() || self.paused.is_some() {
             return Ok(());
         }
-        if self.due.is_empty() && fetch {
-            self.flush()?;
-            let name = self.config.name.clone();
-            let fetch = (self.config.batch_size * self.config.concurrency)
+        if fetch && !self.spill.has_due() {
+            self.spill.flush(&mut self.meters)?;
+            let limit = (self.config.batch_size * self.config.concurrency)
                 .clamp(RETRY_FETCH, RETRY_FETCH_MAX);
-            let due = self.with_store(|s| s.due(&name, UnixMillis::now(), fetch))?;
-            self.more_due = due.len() == fetch;
-            if due.is_empty() && self.retrying.is_empty() {
-                if self.with_store(|s| s.next_due_at(&name))?.is_none() {
-                    self.store_has_events = false;
-                    self.down = false;
-                    self.meters.set_backlog(0);
-                }
-                return Ok(());
+            if self.spill.fetch_due(limit)? {
+                // Nothing is held any more.
+                self.down = false;
+                self.meters.set_backlog(0);
             }
-            self.due = due
-                .into_iter()
-                .filter(|p| !self.retrying.contains(&p.event.id))
-                .collect();
         }
         // While the receiver is down, one probe at a time is enough.
         let limit = if self.down {
@@ -669,143 +355,24 @@ impl Worker {
         } else {
             self.config.concurrency
         };
-        // A held barrier also waits for its table's live events (queued or in flight): they
-        // came before it. It stays first in line for the next look.
-        let load = &self.table_load;
-        let (waiting, ready): (VecDeque<PendingEvent>, VecDeque<PendingEvent>) =
-            std::mem::take(&mut self.due).into_iter().partition(|p| {
-                p.event.is_truncate && load.get(&p.event.table).is_some_and(|&n| n > 0)
-            });
-        self.due = ready;
         // Held events are sent in batches of `batch_size` too, without waiting for more.
-        while self.in_flight.len() < limit && !self.due.is_empty() {
-            let size = self.config.batch_size.min(self.due.len());
-            let held: Vec<PendingEvent> = self.due.drain(..size).collect();
-            for pending in &held {
-                self.retrying.insert(pending.event.id.clone());
+        while self.in_flight.len() < limit {
+            let order = &self.order;
+            let held = self.spill.take_due(self.config.batch_size, |event| {
+                event.is_truncate && order.table_busy(&event.table)
+            });
+            if held.is_empty() {
+                break;
             }
             self.send(Sent::Held(held));
         }
-        if !waiting.is_empty() {
-            let rest = std::mem::replace(&mut self.due, waiting);
-            self.due.extend(rest);
-        }
         Ok(())
     }
+}
 
-    /// Settles held events after an attempt: delivered ones are removed at the next flush,
-    /// failed ones rescheduled or dead-lettered, in one store transaction each.
-    fn completed_held(
-        &mut self,
-        held: Vec<PendingEvent>,
-        attempt: Attempt,
-    ) -> Result<(), WorkerError> {
-        for pending in &held {
-            self.retrying.remove(&pending.event.id);
-        }
-        let retry_after = match attempt.verdict {
-            Verdict::Delivered => {
-                // Removed at the next flush; until then `retrying` keeps them from going twice.
-                self.to_remove
-                    .extend(held.into_iter().map(|pending| pending.event.id));
-                self.more_due = true;
-                return Ok(());
-            }
-            Verdict::Retry { retry_after } => Some(retry_after),
-            Verdict::DeadLetter | Verdict::Gone => None,
-        };
-        let name = self.config.name.clone();
-        let now = UnixMillis::now();
-        let mut retries = Vec::new();
-        let mut dead = Vec::new();
-        for pending in &held {
-            let attempts = pending.attempts + 1;
-            let failure = Failure {
-                id: pending.event.id.as_str(),
-                attempts,
-                at: now,
-                status: attempt.status,
-                error: attempt.error.as_deref(),
-            };
-            let first = pending.first_failure_at.unwrap_or(now);
-            match retry_after {
-                Some(_) if self.schedule.gives_up(now.saturating_duration_since(first)) => {
-                    warn!(subscriber = %name, event_id = %failure.id, attempts, "giving up; event dead-lettered");
-                    dead.push((failure, pending.event.event_type.as_str()));
-                }
-                Some(retry_after) => retries.push(Retry {
-                    failure,
-                    next_attempt_at: now
-                        .saturating_add(self.schedule.next_delay(attempts, retry_after)),
-                }),
-                None => dead.push((failure, pending.event.event_type.as_str())),
-            }
-        }
-        if !retries.is_empty() {
-            self.with_store(|s| s.reschedule(&name, &retries))?;
-        }
-        if !dead.is_empty() {
-            let failures: Vec<Failure<'_>> = dead.iter().map(|(failure, _)| *failure).collect();
-            let moved = self.with_store(|s| s.move_to_dead_letters(&name, &failures))?;
-            self.meters.released(moved);
-            for (_, event_type) in &dead {
-                self.meters.dead_lettered(event_type);
-            }
-        }
-        if matches!(attempt.verdict, Verdict::Gone) {
-            self.pause();
-        }
-        Ok(())
-    }
-
-    /// Records the latest delivery in the store (for `walhook status`) if one is unrecorded:
-    /// in the background at most once per `SUCCESS_RECORD_EVERY`, or on this thread if `now`
-    /// (at the end).
-    fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
-        let Some(at) = self.unrecorded_success else {
-            return Ok(());
-        };
-        let name = self.config.name.clone();
-        if now {
-            self.with_store(|s| s.record_success(&name, at))?;
-            self.unrecorded_success = None;
-            return Ok(());
-        }
-        // A failure here is only a stale "last success" in `walhook status`; the writes that
-        // settle events report a failing store.
-        let started = self.success_record.start(&self.ctx.store, move |s| {
-            if let Err(e) = s.record_success(&name, at) {
-                warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the last delivery in the state file");
-            }
-        });
-        if started {
-            self.unrecorded_success = None;
-        }
-        Ok(())
-    }
-
-    /// Sets the retry backlog gauge from a count of what the store holds. The count reads
-    /// every held event, so it runs at start and once a minute, not per change.
-    fn recount_backlog(&mut self) -> Result<(), WorkerError> {
-        let name = self.config.name.clone();
-        let status = self.with_store(|s| s.subscriber_status(&name))?;
-        self.meters.set_backlog(status.pending);
-        Ok(())
-    }
-
-    fn with_store<T>(
-        &self,
-        work: impl FnOnce(&mut Store) -> Result<T, StateError>,
-    ) -> Result<T, WorkerError> {
-        with_store(&self.ctx.store, work).map_err(|e| self.error(e))
-    }
-
-    fn error(&self, source: StateError) -> WorkerError {
-        WorkerError {
-            subscriber: self.config.name.clone(),
-            source: Box::new(source),
-        }
-    }
+/// Now on tokio's clock (which tests may pause), as the order counts time.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -826,3 +393,6 @@ pub fn announce(config: &SubscriberConfig) {
         "subscriber ready"
     );
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+//! The ordering rules, one at a time, with events as the queued jobs.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::model::Lsn;
+
+type Job = Arc<Event>;
+
+impl Ordered for Arc<Event> {
+    fn event(&self) -> &Event {
+        self
+    }
+}
+
+const NONE: Duration = Duration::ZERO;
+const MS: Duration = Duration::from_millis(1);
+
+/// A row event `id` of `table` with key `key` (keys are table-qualified, as mapping makes them).
+fn row(id: &str, table: &str, key: &str) -> Job {
+    event(id, table, &format!("{table}:[{key}]"), false)
+}
+
+/// A truncate of `table`; mapping keys a truncate by its table's name.
+fn truncate(id: &str, table: &str) -> Job {
+    event(id, table, table, true)
+}
+
+fn event(id: &str, table: &str, key: &str, is_truncate: bool) -> Job {
+    Arc::new(Event {
+        id: id.to_string(),
+        event_type: "t.changed".to_string(),
+        key: key.to_string(),
+        table: table.to_string(),
+        body: "{}".to_string(),
+        commit_lsn: Lsn(0),
+        commit_time_micros: 0,
+        is_truncate,
+    })
+}
+
+fn ids(jobs: &[Job]) -> Vec<&str> {
+    jobs.iter().map(|j| j.id.as_str()).collect()
+}
+
+fn order(jobs: &[&Job], now: Instant) -> Order<Job> {
+    let mut order = Order::default();
+    for job in jobs {
+        order.push(Job::clone(job), now);
+    }
+    order
+}
+
+/// Everything that may go now, in batches of one (the order in which a worker sends them).
+fn take_all(order: &mut Order<Job>, now: Instant) -> Vec<Job> {
+    let mut taken = order.take_truncates(usize::MAX);
+    loop {
+        let batch = order.take_batch(1, NONE, true, now);
+        if batch.is_empty() {
+            return taken;
+        }
+        taken.extend(batch);
+    }
+}
+
+/// Marks `job` finished and checks that the order gives it back.
+fn finish(order: &mut Order<Job>, job: &Job, now: Instant) {
+    let back = order.finished(job, now).expect("a job in flight is known");
+    assert_eq!(back.id, job.id);
+}
+
+#[test]
+fn a_key_sends_one_event_at_a_time_in_the_order_pushed() {
+    let t0 = Instant::now();
+    let (a1, a2, a3) = (
+        row("a1", "t", "1"),
+        row("a2", "t", "1"),
+        row("a3", "t", "1"),
+    );
+    let mut order = order(&[&a1, &a2, &a3], t0);
+
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a1"]);
+    assert!(
+        order.take_batch(10, NONE, true, t0).is_empty(),
+        "a2 waits for a1"
+    );
+    finish(&mut order, &a1, t0);
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a2"]);
+    finish(&mut order, &a2, t0);
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a3"]);
+    assert!(order.has_key(&a3.key), "in flight");
+    finish(&mut order, &a3, t0);
+    assert!(!order.has_key(&a3.key));
+    assert!(order.take_batch(10, NONE, true, t0).is_empty());
+    assert_eq!(order.ready_keys(), 0);
+}
+
+#[test]
+fn other_keys_flow_while_a_key_waits_for_its_head() {
+    let t0 = Instant::now();
+    let (a1, a2) = (row("a1", "t", "1"), row("a2", "t", "1"));
+    let (b1, b2) = (row("b1", "t", "2"), row("b2", "t", "2"));
+    let mut order = order(&[&a1, &a2, &b1, &b2], t0);
+
+    assert_eq!(ids(&take_all(&mut order, t0)), ["a1", "b1"]);
+    finish(&mut order, &b1, t0);
+    assert_eq!(
+        ids(&take_all(&mut order, t0)),
+        ["b2"],
+        "a1 is still in flight"
+    );
+    finish(&mut order, &b2, t0);
+    assert!(take_all(&mut order, t0).is_empty());
+    finish(&mut order, &a1, t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["a2"]);
+}
+
+#[test]
+fn a_failed_head_holds_back_only_its_own_key_and_its_rest_keeps_its_order() {
+    let t0 = Instant::now();
+    let (a1, a2, a3) = (
+        row("a1", "t", "1"),
+        row("a2", "t", "1"),
+        row("a3", "t", "1"),
+    );
+    let (b1, b2) = (row("b1", "t", "2"), row("b2", "t", "2"));
+    let mut order = order(&[&a1, &a2, &b1, &a3, &b2], t0);
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a1", "b1"]);
+
+    // a1 fails: it and everything behind it leave together, a1 first.
+    finish(&mut order, &a1, t0);
+    let rest: Vec<Job> = order.take_key(&a1.key).into();
+    assert_eq!(ids(&rest), ["a2", "a3"]);
+    assert!(!order.has_key(&a1.key));
+    assert!(
+        order.take_batch(10, NONE, true, t0).is_empty(),
+        "no stale ready entry of the failed key; b1 is in flight"
+    );
+
+    // The other key goes on as if nothing happened.
+    finish(&mut order, &b1, t0);
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["b2"]);
+
+    // A later event of the failed key starts afresh (the worker holds it if the store has
+    // its key; the order does not know the store).
+    let a4 = row("a4", "t", "1");
+    order.push(a4.clone(), t0);
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a4"]);
+}
+
+#[test]
+fn a_truncate_goes_after_every_earlier_event_of_its_table_and_before_any_later_one() {
+    let t0 = Instant::now();
+    let (r1, r2) = (row("r1", "t", "1"), row("r2", "t", "2"));
+    let trunc = truncate("T", "t");
+    let (r3, u1) = (row("r3", "t", "1"), row("u1", "u", "1"));
+    let mut order = order(&[&r1, &r2, &trunc, &r3, &u1], t0);
+
+    assert!(order.take_truncates(10).is_empty(), "r1 and r2 come first");
+    assert_eq!(
+        ids(&order.take_batch(10, NONE, true, t0)),
+        ["r1", "r2", "u1"],
+        "r3 waits behind the truncate; another table flows"
+    );
+    finish(&mut order, &r1, t0);
+    assert!(order.take_truncates(10).is_empty(), "r2 is still in flight");
+    finish(&mut order, &r2, t0);
+    assert_eq!(ids(&order.take_truncates(10)), ["T"]);
+    assert!(
+        order.take_truncates(10).is_empty(),
+        "in flight, not sent twice"
+    );
+
+    // Later events of the table, of a new key or an old one, wait behind it; other tables
+    // do not.
+    let (r4, u2) = (row("r4", "t", "3"), row("u2", "u", "2"));
+    order.push(r4.clone(), t0);
+    order.push(u2.clone(), t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["u2"]);
+
+    finish(&mut order, &trunc, t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["r3", "r4"]);
+}
+
+#[test]
+fn a_truncate_with_nothing_before_it_goes_at_once_and_only_once() {
+    let t0 = Instant::now();
+    let trunc = truncate("T", "t");
+    let mut order = order(&[&trunc], t0);
+    assert!(order.take_batch(10, NONE, true, t0).is_empty(), "not a row");
+    assert_eq!(ids(&order.take_truncates(10)), ["T"]);
+    assert!(order.take_truncates(10).is_empty());
+    finish(&mut order, &trunc, t0);
+    assert!(take_all(&mut order, t0).is_empty());
+}
+
+#[test]
+fn truncates_of_one_table_go_one_after_another_with_their_events_between() {
+    let t0 = Instant::now();
+    let (t1, r1, t2, r2) = (
+        truncate("T1", "t"),
+        row("r1", "t", "1"),
+        truncate("T2", "t"),
+        row("r2", "t", "1"),
+    );
+    let mut order = order(&[&t1, &r1, &t2, &r2], t0);
+
+    assert_eq!(ids(&take_all(&mut order, t0)), ["T1"]);
+    finish(&mut order, &t1, t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["r1"], "T2 waits for r1");
+    finish(&mut order, &r1, t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["T2"], "r2 waits for T2");
+    finish(&mut order, &t2, t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["r2"]);
+}
+
+#[test]
+fn truncates_of_different_tables_do_not_wait_for_each_other() {
+    let t0 = Instant::now();
+    let (tt, ru, tu) = (
+        truncate("Tt", "t"),
+        row("ru", "u", "1"),
+        truncate("Tu", "u"),
+    );
+    let mut order = order(&[&tt, &ru, &tu], t0);
+    let first = take_all(&mut order, t0);
+    assert_eq!(first.len(), 2, "{:?}", ids(&first));
+    assert!(ids(&first).contains(&"Tt") && ids(&first).contains(&"ru"));
+    finish(&mut order, &ru, t0);
+    assert_eq!(ids(&take_all(&mut order, t0)), ["Tu"]);
+}
+
+#[test]
+fn at_most_limit_truncates_are_taken() {
+    let t0 = Instant::now();
+    let (ta, tb, tc) = (
+        truncate("Ta", "a"),
+        truncate("Tb", "b"),
+        truncate("Tc", "c"),
+    );
+    let mut order = order(&[&ta, &tb, &tc], t0);
+    assert_eq!(order.take_truncates(2).len(), 2);
+    assert_eq!(order.take_truncates(2).len(), 1);
+    assert!(order.take_truncates(2).is_empty());
+}
+
+#[test]
+fn keys_take_turns_and_a_finished_key_queues_behind_those_waiting() {
+    let t0 = Instant::now();
+    let (a1, a2, a3) = (
+        row("a1", "t", "1"),
+        row("a2", "t", "1"),
+        row("a3", "t", "1"),
+    );
+    let (b1, c1) = (row("b1", "t", "2"), row("c1", "t", "3"));
+    let mut order = order(&[&a1, &a2, &a3, &b1], t0);
+    order.push(c1.clone(), t0 + MS);
+
+    assert_eq!(ids(&order.take_batch(2, NONE, true, t0)), ["a1", "b1"]);
+    finish(&mut order, &a1, t0 + 2 * MS);
+    // c1 was ready before a2: it goes first, however many events key a has.
+    assert_eq!(order.oldest_ready(), Some(t0 + MS));
+    assert_eq!(ids(&order.take_batch(1, NONE, true, t0)), ["c1"]);
+    let d1 = row("d1", "t", "4");
+    order.push(d1.clone(), t0 + 3 * MS);
+    assert_eq!(ids(&order.take_batch(2, NONE, true, t0)), ["a2", "d1"]);
+}
+
+#[test]
+fn a_partial_batch_waits_for_batch_wait_and_a_full_one_goes_at_once() {
+    let t0 = Instant::now();
+    let wait = 20 * MS;
+    let (a1, b1) = (row("a1", "t", "1"), row("b1", "t", "2"));
+    let mut order = order(&[&a1], t0);
+    order.push(b1.clone(), t0 + 5 * MS);
+
+    assert!(order.take_batch(3, wait, false, t0 + 19 * MS).is_empty());
+    assert_eq!(
+        order.oldest_ready(),
+        Some(t0),
+        "the deadline counts from the oldest"
+    );
+    assert_eq!(
+        ids(&order.take_batch(3, wait, false, t0 + 20 * MS)),
+        ["a1", "b1"]
+    );
+
+    let (c1, d1, e1, f1) = (
+        row("c1", "t", "3"),
+        row("d1", "t", "4"),
+        row("e1", "t", "5"),
+        row("f1", "t", "6"),
+    );
+    let t1 = t0 + 100 * MS;
+    for job in [&c1, &d1, &e1, &f1] {
+        order.push(Job::clone(job), t1);
+    }
+    assert_eq!(order.ready_keys(), 4);
+    assert_eq!(
+        ids(&order.take_batch(3, wait, false, t1)),
+        ["c1", "d1", "e1"]
+    );
+    assert!(order.take_batch(3, wait, false, t1).is_empty(), "f1 waits");
+    assert_eq!(
+        ids(&order.take_batch(3, wait, true, t1)),
+        ["f1"],
+        "draining"
+    );
+}
+
+#[test]
+fn a_batch_never_holds_two_events_of_one_key() {
+    let t0 = Instant::now();
+    let (a1, a2, b1) = (
+        row("a1", "t", "1"),
+        row("a2", "t", "1"),
+        row("b1", "t", "2"),
+    );
+    let mut order = order(&[&a1, &a2, &b1], t0);
+    assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a1", "b1"]);
+}
+
+#[test]
+fn draining_takes_what_is_queued_but_leaves_what_waits_behind_a_job_in_flight() {
+    let t0 = Instant::now();
+    let (a1, a2, a3) = (
+        row("a1", "t", "1"),
+        row("a2", "t", "1"),
+        row("a3", "t", "1"),
+    );
+    let (b1, b2) = (row("b1", "t", "2"), row("b2", "t", "2"));
+    let mut order = order(&[&a1, &a2, &a3], t0);
+    assert_eq!(ids(&order.take_batch(1, NONE, true, t0)), ["a1"]);
+    order.push(b1.clone(), t0);
+    order.push(b2.clone(), t0);
+
+    assert_eq!(ids(&order.take_queued()), ["b1", "b2"]);
+    assert!(!order.has_key(&b1.key));
+    assert!(order.take_batch(10, NONE, true, t0).is_empty());
+
+    // a1 comes back; what waited behind it is taken only now, after it, in order.
+    finish(&mut order, &a1, t0);
+    assert_eq!(ids(&order.take_queued()), ["a2", "a3"]);
+    assert!(!order.has_key(&a1.key));
+    assert!(order.take_queued().is_empty());
+}
+
+#[test]
+fn draining_takes_a_waiting_barrier_whole_and_leaves_one_whose_truncate_is_in_flight() {
+    let t0 = Instant::now();
+    let (r1, tt, r2) = (
+        row("r1", "t", "1"),
+        truncate("Tt", "t"),
+        row("r2", "t", "1"),
+    );
+    let (tu, ru) = (truncate("Tu", "u"), row("ru", "u", "1"));
+    let mut order = order(&[&r1, &tt, &r2, &tu, &ru], t0);
+    let sent = take_all(&mut order, t0);
+    assert_eq!(sent.len(), 2, "r1 and Tu; Tt waits for r1");
+
+    // r1 and Tu are in flight: Tt's barrier waits for nothing of its own, so it goes whole,
+    // the truncate first; Tu's stays until Tu is back.
+    assert_eq!(ids(&order.take_queued()), ["Tt", "r2"]);
+    finish(&mut order, &r1, t0);
+    assert!(order.take_queued().is_empty());
+    finish(&mut order, &tu, t0);
+    assert_eq!(ids(&order.take_queued()), ["ru"]);
+    assert!(take_all(&mut order, t0).is_empty());
+}
+
+#[test]
+fn a_key_drained_while_its_head_was_in_flight_is_gone_after_the_head_returns() {
+    let t0 = Instant::now();
+    let a1 = row("a1", "t", "1");
+    let mut order = order(&[&a1], t0);
+    assert_eq!(ids(&order.take_batch(1, NONE, true, t0)), ["a1"]);
+    assert!(order.take_queued().is_empty());
+    finish(&mut order, &a1, t0);
+    assert!(!order.has_key(&a1.key));
+    assert_eq!(order.ready_keys(), 0);
+}
+
+#[test]
+fn a_truncate_waiting_for_an_event_that_failed_follows_it_out() {
+    // GIVEN a row of t in flight and a truncate of t (with a later row) waiting for it
+    let now = Instant::now();
+    let (a, t, b) = (row("a", "t", "1"), truncate("T", "t"), row("b", "t", "2"));
+    let mut order = order(&[&a, &t, &b], now);
+    assert_eq!(ids(&take_all(&mut order, now)), ["a"]);
+    assert!(order.table_busy("t"));
+    // WHEN the row fails: it comes back, and its key's rest and its table's barrier are taken
+    let failed = order.finished(&a, now).unwrap();
+    assert_eq!(failed.id, "a");
+    assert!(order.take_key(&failed.key).is_empty());
+    let barrier = order.take_barrier("t");
+    // THEN the truncate and what waited behind it leave with it, in order, and nothing of t
+    // is left to go out before the failed row
+    assert_eq!(ids(&Vec::from(barrier)), ["T", "b"]);
+    assert!(!order.table_busy("t"));
+    assert!(take_all(&mut order, now).is_empty());
+}

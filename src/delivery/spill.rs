@@ -1,0 +1,393 @@
+//! The one door between a worker and the state store: events that cannot go now move to the
+//! store (behind the held events of their key), held events that are due come back from it,
+//! delivered ones are removed, hopeless ones dead-lettered; and what the store has made safe is
+//! reported settled to the ack tracker.
+//!
+//! Settling: a job is reported settled only after the store's commit that holds or
+//! dead-letters it returned (see [`Spill::flush`]), so a crash can lose nothing that was
+//! settled. Order per key among held events is the store's business ([`Store::due`] returns
+//! only heads, [`Store::must_hold`] keeps live events behind held ones).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::job::Job;
+use super::meters::Meters;
+use super::retry::Schedule;
+use super::sink::{Outcome, Report};
+use crate::model::{Event, TxnId};
+use crate::state::{
+    with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry,
+    StateError, Store, UnixMillis,
+};
+
+/// A delivery is recorded in the store (for `walhook status`) at most this often: each
+/// record is a durable commit.
+const SUCCESS_RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// What the worker shares with the rest of walhook.
+pub struct WorkerContext {
+    pub store: Arc<Mutex<Store>>,
+    /// Transactions whose jobs settled (one entry per job).
+    pub settled: mpsc::UnboundedSender<Vec<TxnId>>,
+}
+
+/// Why a worker stopped early: the store failed, so nothing more can be settled safely.
+#[derive(Debug, thiserror::Error)]
+#[error("subscriber `{subscriber}`: the state store failed; walhook stops confirming progress")]
+pub struct WorkerError {
+    pub subscriber: String,
+    #[source]
+    pub source: Box<StateError>,
+}
+
+/// A held event read back from the store, on its way to another attempt.
+#[derive(Debug)]
+pub(super) struct Held(PendingEvent);
+
+impl Held {
+    pub fn event(&self) -> &Event {
+        &self.0.event
+    }
+}
+
+/// One subscriber's traffic with the store. Writes are gathered and committed by
+/// [`Spill::flush`], one transaction for many events.
+pub(super) struct Spill {
+    subscriber: String,
+    schedule: Schedule,
+    ctx: WorkerContext,
+    /// Jobs to store behind held events at the next flush, with their failed attempt if any.
+    to_store: Vec<(Job, Option<Report>)>,
+    to_dead_letter: Vec<(Job, Report)>,
+    /// Held events delivered, removed from the store at the next flush.
+    to_remove: Vec<String>,
+    /// Held events that are due, fetched in bulk, not yet sent.
+    due: VecDeque<PendingEvent>,
+    /// Held event ids in flight, or delivered and not yet removed.
+    retrying: HashSet<String>,
+    /// A delivery may have made more held events due (the next of its key).
+    more_due: bool,
+    /// The store may hold events of this subscriber.
+    has_events: bool,
+    /// The latest delivery not yet recorded in the store, and its record (for `walhook
+    /// status`).
+    unrecorded_success: Option<UnixMillis>,
+    success_record: PeriodicWrite,
+}
+
+impl Spill {
+    /// Lifts a recorded pause (a restart is the operator's signal that the subscriber's URL
+    /// was fixed) and sets the backlog gauge from what the store holds.
+    pub fn open(
+        subscriber: &str,
+        schedule: Schedule,
+        ctx: WorkerContext,
+        meters: &mut Meters,
+    ) -> Result<Self, WorkerError> {
+        let spill = Self {
+            subscriber: subscriber.to_string(),
+            schedule,
+            ctx,
+            to_store: Vec::new(),
+            to_dead_letter: Vec::new(),
+            to_remove: Vec::new(),
+            due: VecDeque::new(),
+            retrying: HashSet::new(),
+            more_due: false,
+            has_events: true,
+            unrecorded_success: None,
+            success_record: PeriodicWrite::new(SUCCESS_RECORD_EVERY),
+        };
+        spill.with_store(|s, name| s.set_paused(name, None))?;
+        spill.recount_backlog(meters)?;
+        Ok(spill)
+    }
+
+    /// Whether a live `event` must be stored behind held events of its key or table instead
+    /// of being sent. Asks the store only while it may hold events of this subscriber.
+    pub fn must_hold(&self, event: &Event) -> Result<bool, WorkerError> {
+        if !self.has_events {
+            return Ok(false);
+        }
+        self.with_store(|s, name| s.must_hold(name, event))
+    }
+
+    /// Stores `job` at the next flush, behind what is held; `failed` is its failed attempt,
+    /// if it was attempted.
+    pub fn hold(&mut self, job: Job, failed: Option<Report>) {
+        self.to_store.push((job, failed));
+    }
+
+    /// Dead-letters `job` at the next flush.
+    pub fn dead_letter(&mut self, job: Job, report: Report) {
+        self.to_dead_letter.push((job, report));
+    }
+
+    /// Reports jobs settled (delivered ones; stored ones are reported by [`Spill::flush`]).
+    pub fn settled(&self, txns: Vec<TxnId>) {
+        if !txns.is_empty() {
+            let _ = self.ctx.settled.send(txns);
+        }
+    }
+
+    /// Writes what must be stored or dead-lettered in one transaction each, then reports those
+    /// jobs settled: only now are they safe from a crash. Removes delivered held events first.
+    pub fn flush(&mut self, meters: &mut Meters) -> Result<(), WorkerError> {
+        if !self.to_remove.is_empty() {
+            let ids = std::mem::take(&mut self.to_remove);
+            let removed = self.with_store(|s, name| s.remove_pending(name, &ids))?;
+            meters.released(removed);
+            for id in &ids {
+                self.retrying.remove(id);
+            }
+        }
+        if self.to_store.is_empty() && self.to_dead_letter.is_empty() {
+            return Ok(());
+        }
+        let to_store = std::mem::take(&mut self.to_store);
+        let to_dead = std::mem::take(&mut self.to_dead_letter);
+        let schedule = self.schedule;
+        let now = UnixMillis::now();
+        let pending: Vec<PendingInsert<'_>> = to_store
+            .iter()
+            .map(|(job, report)| match report {
+                None => PendingInsert::held(&job.event, now),
+                Some(report) => PendingInsert {
+                    event: &job.event,
+                    attempts: 1,
+                    first_failure_at: Some(now),
+                    next_attempt_at: now
+                        .saturating_add(schedule.next_delay(1, report.retry_after())),
+                    last_status: report.code,
+                    last_error: report.detail.as_deref(),
+                },
+            })
+            .collect();
+        let dead: Vec<DeadLetterInsert<'_>> = to_dead
+            .iter()
+            .map(|(job, report)| DeadLetterInsert {
+                event: &job.event,
+                attempts: 1,
+                first_attempt_at: now,
+                dead_at: now,
+                last_status: report.code,
+                last_error: report.detail.as_deref(),
+            })
+            .collect();
+        // SQLite commits in a few milliseconds; this blocks only this subscriber's task.
+        let stored = self.with_store(|s, name| {
+            if !dead.is_empty() {
+                s.store_dead_letters(name, &dead)?;
+            }
+            if pending.is_empty() {
+                Ok(0)
+            } else {
+                s.store_pending(name, &pending)
+            }
+        })?;
+        meters.held(stored);
+        for (job, _) in &to_dead {
+            meters.dead_lettered(&job.event.event_type);
+        }
+        if !pending.is_empty() {
+            self.has_events = true;
+        }
+        let settled: Vec<TxnId> = to_store
+            .iter()
+            .map(|(j, _)| j.txn)
+            .chain(to_dead.iter().map(|(j, _)| j.txn))
+            .collect();
+        let _ = self.ctx.settled.send(settled);
+        Ok(())
+    }
+
+    /// Whether the store may hold events of this subscriber.
+    pub fn may_hold_events(&self) -> bool {
+        self.has_events
+    }
+
+    /// Look in the store again even if nothing was stored here: `walhook dead-letters replay`
+    /// may have put events back from another process.
+    pub fn look_again(&mut self) {
+        self.has_events = true;
+    }
+
+    /// Whether the last fetch was full, or a delivery made the next held event of a key due.
+    pub fn more_due(&self) -> bool {
+        self.more_due
+    }
+
+    /// Whether held events fetched earlier wait to be sent.
+    pub fn has_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+
+    /// Reads up to `limit` due held events (heads of their keys, oldest first), skipping those
+    /// in flight. Says whether the store turned out to hold nothing of this subscriber at all.
+    pub fn fetch_due(&mut self, limit: usize) -> Result<bool, WorkerError> {
+        let due = self.with_store(|s, name| s.due(name, UnixMillis::now(), limit))?;
+        self.more_due = due.len() == limit;
+        if due.is_empty() && self.retrying.is_empty() {
+            if self.with_store(|s, name| s.next_due_at(name))?.is_none() {
+                self.has_events = false;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        self.due = due
+            .into_iter()
+            .filter(|p| !self.retrying.contains(&p.event.id))
+            .collect();
+        Ok(false)
+    }
+
+    /// Up to `size` of the due held events, marked in flight, but none that `waits` (a held
+    /// truncate whose table still has live events before it): those stay first in line.
+    pub fn take_due(&mut self, size: usize, waits: impl Fn(&Event) -> bool) -> Vec<Held> {
+        let (waiting, ready): (VecDeque<PendingEvent>, VecDeque<PendingEvent>) =
+            std::mem::take(&mut self.due)
+                .into_iter()
+                .partition(|p| waits(&p.event));
+        self.due = ready;
+        let size = size.min(self.due.len());
+        let held: Vec<Held> = self.due.drain(..size).map(Held).collect();
+        let rest = std::mem::replace(&mut self.due, waiting);
+        self.due.extend(rest);
+        for pending in &held {
+            self.retrying.insert(pending.event().id.clone());
+        }
+        held
+    }
+
+    /// Settles held events after an attempt: delivered ones are removed at the next flush,
+    /// failed ones rescheduled or dead-lettered (after `give_up_after`, or at once when the
+    /// receiver refused them), in one store transaction each.
+    pub fn completed(
+        &mut self,
+        held: Vec<Held>,
+        report: &Report,
+        meters: &mut Meters,
+    ) -> Result<(), WorkerError> {
+        for pending in &held {
+            self.retrying.remove(&pending.event().id);
+        }
+        let retry_after = match report.outcome {
+            Outcome::Delivered => {
+                // Removed at the next flush; until then `retrying` keeps them from going twice.
+                self.to_remove
+                    .extend(held.into_iter().map(|pending| pending.0.event.id));
+                self.more_due = true;
+                return Ok(());
+            }
+            Outcome::Retry { after } => Some(after),
+            Outcome::Unreachable => Some(None),
+            Outcome::Reject | Outcome::Gone { .. } => None,
+        };
+        let now = UnixMillis::now();
+        let mut retries = Vec::new();
+        let mut dead = Vec::new();
+        for Held(pending) in &held {
+            let attempts = pending.attempts + 1;
+            let failure = Failure {
+                id: pending.event.id.as_str(),
+                attempts,
+                at: now,
+                status: report.code,
+                error: report.detail.as_deref(),
+            };
+            let first = pending.first_failure_at.unwrap_or(now);
+            match retry_after {
+                Some(_) if self.schedule.gives_up(now.saturating_duration_since(first)) => {
+                    warn!(subscriber = %self.subscriber, event_id = %failure.id, attempts, "giving up; event dead-lettered");
+                    dead.push((failure, pending.event.event_type.as_str()));
+                }
+                Some(retry_after) => retries.push(Retry {
+                    failure,
+                    next_attempt_at: now
+                        .saturating_add(self.schedule.next_delay(attempts, retry_after)),
+                }),
+                None => dead.push((failure, pending.event.event_type.as_str())),
+            }
+        }
+        if !retries.is_empty() {
+            self.with_store(|s, name| s.reschedule(name, &retries))?;
+        }
+        if !dead.is_empty() {
+            let failures: Vec<Failure<'_>> = dead.iter().map(|(failure, _)| *failure).collect();
+            let moved = self.with_store(|s, name| s.move_to_dead_letters(name, &failures))?;
+            meters.released(moved);
+            for (_, event_type) in &dead {
+                meters.dead_lettered(event_type);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt, now (for `walhook status`).
+    pub fn record_error(&self, error: &str) -> Result<(), WorkerError> {
+        let now = UnixMillis::now();
+        self.with_store(|s, name| s.record_error(name, now, error))
+    }
+
+    /// Records the pause in the state file too, so `walhook status` shows it. A failure is
+    /// only logged: the pause holds in memory either way.
+    pub fn record_pause(&self, reason: &str) {
+        if let Err(e) = self.with_store(|s, name| s.set_paused(name, Some(reason))) {
+            warn!(subscriber = %self.subscriber, error = %crate::error_chain(&e), "cannot record the pause in the state file");
+        }
+    }
+
+    /// A request was delivered just now: recorded by the next [`Spill::record_success`].
+    pub fn delivered(&mut self) {
+        self.unrecorded_success = Some(UnixMillis::now());
+    }
+
+    /// Records the latest delivery in the store (for `walhook status`) if one is unrecorded:
+    /// in the background at most once per `SUCCESS_RECORD_EVERY`, or on this thread if `now`
+    /// (at the end).
+    pub fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
+        let Some(at) = self.unrecorded_success else {
+            return Ok(());
+        };
+        if now {
+            self.with_store(|s, name| s.record_success(name, at))?;
+            self.unrecorded_success = None;
+            return Ok(());
+        }
+        // A failure here is only a stale "last success" in `walhook status`; the writes that
+        // settle events report a failing store.
+        let name = self.subscriber.clone();
+        let started = self.success_record.start(&self.ctx.store, move |s| {
+            if let Err(e) = s.record_success(&name, at) {
+                warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the last delivery in the state file");
+            }
+        });
+        if started {
+            self.unrecorded_success = None;
+        }
+        Ok(())
+    }
+
+    /// Sets the retry backlog gauge from a count of what the store holds. The count reads
+    /// every held event, so it runs at start and once a minute, not per change.
+    pub fn recount_backlog(&self, meters: &mut Meters) -> Result<(), WorkerError> {
+        let status = self.with_store(|s, name| s.subscriber_status(name))?;
+        meters.set_backlog(status.pending);
+        Ok(())
+    }
+
+    fn with_store<T>(
+        &self,
+        work: impl FnOnce(&mut Store, &str) -> Result<T, StateError>,
+    ) -> Result<T, WorkerError> {
+        with_store(&self.ctx.store, |s| work(s, &self.subscriber)).map_err(|e| WorkerError {
+            subscriber: self.subscriber.clone(),
+            source: Box::new(e),
+        })
+    }
+}

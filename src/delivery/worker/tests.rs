@@ -1,0 +1,302 @@
+//! The select loop against a scripted sink and an in-memory store: no HTTP, no Postgres.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::*;
+use crate::config::RetryConfig;
+use crate::model::Lsn;
+use crate::model::TxnId;
+use crate::state::{AckTracker, DeadLetterFilter, Store, UnixMillis};
+
+const SUBSCRIBER: &str = "s";
+/// Long enough that nothing stored is retried while a test runs.
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Answers each batch with the outcome scripted for the key of one of its events (delivered if
+/// none is), and records the ids of every batch it was given.
+struct ScriptedSink {
+    outcomes: HashMap<String, Outcome>,
+    sent: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl Sink for ScriptedSink {
+    async fn send(&self, events: &[&Event]) -> Report {
+        let ids = events.iter().map(|e| e.id.clone()).collect();
+        self.sent.lock().expect("not poisoned").push(ids);
+        let outcome = events
+            .iter()
+            .find_map(|e| self.outcomes.get(&e.key).cloned())
+            .unwrap_or(Outcome::Delivered);
+        let failed = outcome != Outcome::Delivered;
+        Report {
+            outcome,
+            code: failed.then_some(503),
+            detail: failed.then(|| "scripted failure".to_string()),
+            took: Duration::ZERO,
+        }
+    }
+}
+
+struct Harness {
+    store: Arc<Mutex<Store>>,
+    sent: Arc<Mutex<Vec<Vec<String>>>>,
+    jobs: Option<mpsc::Sender<Job>>,
+    settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
+    worker: tokio::task::JoinHandle<Result<(), WorkerError>>,
+    tracker: AckTracker,
+    next_lsn: u64,
+}
+
+impl Harness {
+    fn start(batch_size: usize, outcomes: &[(&str, Outcome)]) -> Self {
+        let store = Arc::new(Mutex::new(
+            Store::open_in_memory().expect("an in-memory store"),
+        ));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let sink = ScriptedSink {
+            outcomes: outcomes
+                .iter()
+                .map(|(key, outcome)| (key.to_string(), outcome.clone()))
+                .collect(),
+            sent: sent.clone(),
+        };
+        let config = SubscriberConfig {
+            name: SUBSCRIBER.to_string(),
+            url: "http://127.0.0.1:9/hooks".parse().expect("a valid URL"),
+            signing_key: None,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            concurrency: 4,
+            batch_size,
+            batch_wait: Duration::from_millis(20),
+            retry: RetryConfig {
+                initial: HOUR,
+                max: HOUR,
+                give_up_after: 3 * 24 * HOUR,
+            },
+            initial_backfill: false,
+        };
+        let (settled_tx, settled) = mpsc::unbounded_channel();
+        let ctx = WorkerContext {
+            store: store.clone(),
+            settled: settled_tx,
+        };
+        let worker = Worker::new(config, sink, ctx).expect("the worker starts");
+        let (jobs, rx) = mpsc::channel(64);
+        Self {
+            store,
+            sent,
+            jobs: Some(jobs),
+            settled,
+            worker: tokio::spawn(worker.run(rx)),
+            tracker: AckTracker::new(Lsn(0)),
+            next_lsn: 0x100,
+        }
+    }
+
+    /// Sends a row event of table `t` with key `key`, in a transaction of its own.
+    async fn send(&mut self, id: &str, key: &str) -> TxnId {
+        self.send_event(id, key, false).await
+    }
+
+    /// Sends a truncate of table `t` (keyed by the table's name, as mapping does), in a
+    /// transaction of its own.
+    async fn send_truncate(&mut self, id: &str) -> TxnId {
+        self.send_event(id, "public.t", true).await
+    }
+
+    async fn send_event(&mut self, id: &str, key: &str, is_truncate: bool) -> TxnId {
+        self.next_lsn += 0x10;
+        let txn = self.tracker.begin();
+        let event = Event {
+            id: id.to_string(),
+            event_type: "t.changed".to_string(),
+            key: key.to_string(),
+            table: "public.t".to_string(),
+            body: format!(r#"{{"id":"{id}"}}"#),
+            commit_lsn: Lsn(self.next_lsn),
+            commit_time_micros: 0,
+            is_truncate,
+        };
+        let job = Job {
+            event: Arc::new(event),
+            txn,
+        };
+        let jobs = self.jobs.as_ref().expect("the worker is running");
+        jobs.send(job).await.expect("the worker takes jobs");
+        txn
+    }
+
+    /// Waits until `n` more jobs were reported settled; returns their transactions, sorted.
+    async fn settled(&mut self, n: usize) -> Vec<TxnId> {
+        let mut txns = Vec::new();
+        while txns.len() < n {
+            let wait = tokio::time::timeout(Duration::from_secs(10), self.settled.recv());
+            let more = wait.await.expect("settled in time").expect("worker alive");
+            txns.extend(more);
+        }
+        assert_eq!(txns.len(), n, "nothing settles twice");
+        txns.sort();
+        txns
+    }
+
+    /// Closes the job channel and waits for the worker to drain and stop.
+    async fn stop(&mut self) {
+        self.jobs = None;
+        let worker = (&mut self.worker).await.expect("the worker task ends");
+        worker.expect("the worker stops cleanly");
+    }
+
+    fn batches(&self) -> Vec<Vec<String>> {
+        self.sent.lock().expect("not poisoned").clone()
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().expect("not poisoned")
+    }
+}
+
+fn batch(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_failing_key_goes_to_the_store_with_its_later_events_while_other_keys_flow_in_order() {
+    // GIVEN a receiver that asks key 1 to come back in an hour and takes key 2
+    let retry = Outcome::Retry { after: Some(HOUR) };
+    let mut h = Harness::start(1, &[("t:[1]", retry)]);
+
+    // WHEN two events of key 1 and three of key 2 arrive, interleaved
+    let mut txns = vec![
+        h.send("a1", "t:[1]").await,
+        h.send("b1", "t:[2]").await,
+        h.send("a2", "t:[1]").await,
+        h.send("b2", "t:[2]").await,
+        h.send("b3", "t:[2]").await,
+    ];
+    txns.sort();
+
+    // THEN every job settles once: key 2 delivered, key 1 stored
+    assert_eq!(h.settled(5).await, txns);
+    h.stop().await;
+
+    // and key 2 went out one event at a time in order, a1 once, a2 never (it waits behind a1)
+    let batches = h.batches();
+    let of_key_2: Vec<_> = batches.iter().filter(|b| b[0].starts_with('b')).collect();
+    assert_eq!(
+        of_key_2,
+        [&batch(&["b1"]), &batch(&["b2"]), &batch(&["b3"])]
+    );
+    assert_eq!(batches.iter().filter(|b| b[0] == "a1").count(), 1);
+    assert!(!batches.iter().any(|b| b.contains(&"a2".to_string())));
+
+    // and the store holds a1 with its failed attempt, a2 behind it
+    let store = h.store();
+    let status = store.subscriber_status(SUBSCRIBER).unwrap();
+    assert_eq!(status.pending, 2);
+    assert_eq!(
+        status.last_error.map(|e| e.text).as_deref(),
+        Some("scripted failure")
+    );
+    let far = UnixMillis::now().saturating_add(2 * HOUR);
+    let heads = store.due(SUBSCRIBER, far, 10).unwrap();
+    assert_eq!(heads.len(), 1, "only the key's head is due: {heads:?}");
+    assert_eq!(heads[0].event.id, "a1");
+    assert_eq!(heads[0].attempts, 1);
+    assert_eq!(heads[0].last_status, Some(503));
+    assert_eq!(heads[0].last_error.as_deref(), Some("scripted failure"));
+    assert!(
+        store
+            .due(SUBSCRIBER, UnixMillis::now(), 10)
+            .unwrap()
+            .is_empty(),
+        "not before an hour"
+    );
+}
+
+#[tokio::test]
+async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
+    // GIVEN a receiver that is gone for key 1
+    let gone = Outcome::Gone {
+        reason: "gone for good".to_string(),
+    };
+    let mut h = Harness::start(1, &[("t:[1]", gone)]);
+
+    // WHEN an event of key 1 is sent, then two of key 2
+    let first = h.send("a1", "t:[1]").await;
+    assert_eq!(h.settled(1).await, [first]);
+    let mut later = vec![h.send("b1", "t:[2]").await, h.send("b2", "t:[2]").await];
+    later.sort();
+
+    // THEN the later ones are stored, not sent, and the pause is recorded with its reason
+    assert_eq!(h.settled(2).await, later);
+    h.stop().await;
+    assert_eq!(h.batches(), [batch(&["a1"])]);
+    let store = h.store();
+    let status = store.subscriber_status(SUBSCRIBER).unwrap();
+    assert_eq!(status.paused.as_deref(), Some("gone for good"));
+    assert_eq!(status.pending, 2);
+    assert_eq!(status.dead_letters, 1);
+    let filter = DeadLetterFilter {
+        subscriber: Some(SUBSCRIBER),
+        id: None,
+    };
+    let dead = store.list_dead_letters(filter, 10).unwrap();
+    assert_eq!(dead[0].event.id, "a1");
+    assert_eq!(dead[0].last_status, Some(503));
+    assert_eq!(dead[0].last_error.as_deref(), Some("scripted failure"));
+}
+
+#[tokio::test]
+async fn full_batches_go_at_once_and_a_partial_one_after_batch_wait() {
+    // GIVEN batches of 3
+    let mut h = Harness::start(3, &[]);
+
+    // WHEN five events of five keys arrive together
+    let mut txns = Vec::new();
+    for (id, key) in [
+        ("e1", "1"),
+        ("e2", "2"),
+        ("e3", "3"),
+        ("e4", "4"),
+        ("e5", "5"),
+    ] {
+        txns.push(h.send(id, &format!("t:[{key}]")).await);
+    }
+    txns.sort();
+
+    // THEN they all settle, as one full batch in order and then the rest
+    assert_eq!(h.settled(5).await, txns);
+    h.stop().await;
+    assert_eq!(
+        h.batches(),
+        [batch(&["e1", "e2", "e3"]), batch(&["e4", "e5"])]
+    );
+    assert_eq!(h.store().subscriber_status(SUBSCRIBER).unwrap().pending, 0);
+}
+
+#[tokio::test]
+async fn a_truncate_goes_out_after_its_tables_earlier_events_and_before_its_later_ones() {
+    // GIVEN a receiver that takes everything, one event per request
+    let mut h = Harness::start(1, &[]);
+
+    // WHEN two rows, a truncate and two more rows of the table arrive together
+    let mut txns = vec![
+        h.send("r1", "t:[1]").await,
+        h.send("r2", "t:[2]").await,
+        h.send_truncate("T").await,
+        h.send("r3", "t:[1]").await,
+        h.send("r4", "t:[3]").await,
+    ];
+    txns.sort();
+
+    // THEN all are delivered, the truncate after r1 and r2 and before r3 and r4
+    assert_eq!(h.settled(5).await, txns);
+    h.stop().await;
+    let sent: Vec<String> = h.batches().into_iter().flatten().collect();
+    let at = |id: &str| sent.iter().position(|s| s == id).expect("sent");
+    assert_eq!(sent.len(), 5, "{sent:?}");
+    assert!(at("r1") < at("T") && at("r2") < at("T"), "{sent:?}");
+    assert!(at("T") < at("r3") && at("T") < at("r4"), "{sent:?}");
+}
