@@ -3,7 +3,7 @@
 //!
 //! - Events of one key go one at a time, in the order they were pushed: a key's next event
 //!   becomes ready only when its head was [`Order::finished`]. A key whose head failed gives up
-//!   its waiting events ([`Order::take_key`]) to follow the failed one; other keys flow on.
+//!   its waiting events ([`Order::failed`]) to follow the failed one; other keys flow on.
 //! - A truncate is a barrier for its table: it is sent only when every earlier event of its
 //!   table has finished, and the table's later events wait behind it until it has finished.
 //! - Keys take turns: ready keys are served oldest first, and a key whose head finished queues
@@ -188,21 +188,32 @@ impl<J: Ordered> Order<J> {
         truncate
     }
 
-    /// Removes and returns the jobs queued behind `key`'s head, in order, after that head
-    /// failed: they must follow it wherever it goes, not overtake it.
-    pub fn take_key(&mut self, key: &str) -> VecDeque<J> {
-        let rest = self.keys.remove(key).unwrap_or_default();
-        self.ready.retain(|(k, _)| k != key);
-        for job in &rest {
-            self.unload(&job.event().table, 1);
-        }
-        rest
-    }
-
     /// Removes and returns `table`'s waiting truncate and the jobs behind it, after an earlier
     /// job of the table failed: the truncate must follow that job wherever it goes.
-    pub fn take_barrier(&mut self, table: &str) -> VecDeque<J> {
+    fn take_barrier(&mut self, table: &str) -> VecDeque<J> {
         self.barriers.remove(table).unwrap_or_default()
+    }
+
+    /// `job`, taken earlier, failed and goes to the store: removes it and returns it with every
+    /// job that must follow it there, in order. For a row, its key's later jobs and its table's
+    /// waiting truncate (with what waits behind that); for a truncate, every job that waited
+    /// behind it. Nothing that came after it is left to go out before its retry.
+    pub fn failed(&mut self, job: &J) -> Option<(J, Vec<J>)> {
+        let event = job.event();
+        self.busy.remove(&event.key);
+        if event.is_truncate {
+            let mut queue = self.barriers.remove(&event.table)?;
+            let truncate = queue.pop_front()?;
+            return Some((truncate, queue.into()));
+        }
+        let (key, table) = (event.key.clone(), event.table.clone());
+        let mut queue = self.keys.remove(&key)?;
+        self.ready.retain(|(k, _)| k != &key);
+        let failed = queue.pop_front()?;
+        self.unload(&table, 1 + queue.len());
+        let mut follow: Vec<J> = queue.into();
+        follow.extend(self.take_barrier(&table));
+        Some((failed, follow))
     }
 
     /// Whether `table` has live jobs queued or in flight (a held truncate of it waits for them).

@@ -280,28 +280,28 @@ impl<S: Sink> Worker<S> {
     fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
         let mut settled = Vec::new();
         for job in jobs {
-            let Some(job) = self.order.finished(&job, now()) else {
-                continue;
-            };
             match report.outcome {
-                Outcome::Delivered => settled.push(job.txn),
                 Outcome::Retry { .. } | Outcome::Unreachable => {
-                    // This key's later jobs must stay behind it: they go to the store too, and
-                    // so does a truncate of its table that waited for it (the store sends a
-                    // truncate after its table's earlier events).
-                    let rest = self.order.take_key(&job.event.key);
-                    let barrier = if job.event.is_truncate {
-                        Default::default()
-                    } else {
-                        self.order.take_barrier(&job.event.table)
+                    // What came after it must stay behind it: its key's later jobs, a truncate
+                    // of its table that waited for it, or (for a truncate) the jobs that waited
+                    // behind it go to the store too, after it.
+                    let Some((job, follow)) = self.order.failed(&job) else {
+                        continue;
                     };
                     self.spill.hold(job, Some(report.clone()));
-                    for later in rest.into_iter().chain(barrier) {
+                    for later in follow {
                         self.spill.hold(later, None);
                     }
                 }
+                Outcome::Delivered => {
+                    if let Some(job) = self.order.finished(&job, now()) {
+                        settled.push(job.txn);
+                    }
+                }
                 Outcome::Reject | Outcome::Gone { .. } => {
-                    self.spill.dead_letter(job, report.clone())
+                    if let Some(job) = self.order.finished(&job, now()) {
+                        self.spill.dead_letter(job, report.clone());
+                    }
                 }
             }
         }

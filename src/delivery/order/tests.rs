@@ -128,8 +128,8 @@ fn a_failed_head_holds_back_only_its_own_key_and_its_rest_keeps_its_order() {
     assert_eq!(ids(&order.take_batch(10, NONE, true, t0)), ["a1", "b1"]);
 
     // a1 fails: it and everything behind it leave together, a1 first.
-    finish(&mut order, &a1, t0);
-    let rest: Vec<Job> = order.take_key(&a1.key).into();
+    let (failed, rest) = order.failed(&a1).unwrap();
+    assert_eq!(failed.id, "a1");
     assert_eq!(ids(&rest), ["a2", "a3"]);
     assert!(!order.has_key(&a1.key));
     assert!(
@@ -388,14 +388,48 @@ fn a_truncate_waiting_for_an_event_that_failed_follows_it_out() {
     let mut order = order(&[&a, &t, &b], now);
     assert_eq!(ids(&take_all(&mut order, now)), ["a"]);
     assert!(order.table_busy("t"));
-    // WHEN the row fails: it comes back, and its key's rest and its table's barrier are taken
-    let failed = order.finished(&a, now).unwrap();
+    // WHEN the row fails
+    let (failed, follow) = order.failed(&a).unwrap();
+    // THEN the truncate and what waited behind it follow it, in order, and nothing of t is
+    // left to go out before the failed row
     assert_eq!(failed.id, "a");
-    assert!(order.take_key(&failed.key).is_empty());
-    let barrier = order.take_barrier("t");
-    // THEN the truncate and what waited behind it leave with it, in order, and nothing of t
-    // is left to go out before the failed row
-    assert_eq!(ids(&Vec::from(barrier)), ["T", "b"]);
+    assert_eq!(ids(&follow), ["T", "b"]);
     assert!(!order.table_busy("t"));
     assert!(take_all(&mut order, now).is_empty());
+}
+
+#[test]
+fn the_events_behind_a_truncate_that_failed_follow_it_out() {
+    // GIVEN a truncate of t in flight, with rows of t (and of u) pushed after it
+    let now = Instant::now();
+    let (t, a, b, c) = (
+        truncate("T", "t"),
+        row("a", "t", "1"),
+        row("b", "t", "2"),
+        row("c", "u", "1"),
+    );
+    let mut order = order(&[&t, &a, &b, &c], now);
+    assert_eq!(ids(&take_all(&mut order, now)), ["T", "c"]);
+    // WHEN the truncate fails
+    let (failed, follow) = order.failed(&t).unwrap();
+    // THEN t's later rows follow it instead of going out before its retry
+    assert_eq!(failed.id, "T");
+    assert_eq!(ids(&follow), ["a", "b"]);
+    assert!(take_all(&mut order, now).is_empty());
+}
+
+#[test]
+fn a_failed_row_takes_its_keys_later_events_and_leaves_other_keys_be() {
+    let now = Instant::now();
+    let (a1, a2, b1) = (
+        row("a1", "t", "1"),
+        row("a2", "t", "1"),
+        row("b1", "t", "2"),
+    );
+    let mut order = order(&[&a1, &a2, &b1], now);
+    assert_eq!(ids(&take_all(&mut order, now)), ["a1", "b1"]);
+    let (failed, follow) = order.failed(&a1).unwrap();
+    assert_eq!((failed.id.as_str(), ids(&follow)), ("a1", vec!["a2"]));
+    assert!(order.table_busy("t"), "b1 is still in flight");
+    assert!(!order.has_key(&a1.key));
 }
