@@ -14,7 +14,9 @@
 //! [`config`] validates the file; [`database`] holds the administration SQL (setup, checks,
 //! the slot's row and its guard); [`source`], [`mapping`] and [`state`] import none of each
 //! other, and `source` and `state` nothing of `config`; [`delivery`] and [`backfill`] sit above
-//! them, [`app`] wires them all, [`cli`] and [`api`] face the operator.
+//! them (delivery reaches the state store only through its spill file, and sends through a
+//! `Sink`, HTTP being the first), [`app`] wires them all, [`cli`] and [`api`] face the
+//! operator.
 
 pub mod api;
 pub mod app;
