@@ -150,6 +150,13 @@ async fn converge(seed: u64, identity: &str) {
         walhook.assert_running("the replica converged");
         if Instant::now() > deadline {
             outputs.push(walhook.output());
+            // Everything, for the post-mortem: each walhook process's output and the
+            // receiver's log (one line per request) stay in the test's directory.
+            for (n, output) in outputs.iter().enumerate() {
+                std::fs::write(dir.join(format!("walhook-{n}.log")), output).unwrap();
+            }
+            std::fs::write(dir.join("receiver.log"), receiver.log()).unwrap();
+            println!("the logs of seed {seed} are in {}", dir.display());
             let log = receiver.log();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             panic!(
