@@ -30,6 +30,7 @@ pub mod model;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 
 /// An error and its causes on one line, for logs and messages.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -12,6 +12,7 @@ use walhook::state::BackfillStatus;
 
 use crate::backfill::{backfill_in, cli, events_of, fresh_dir, write_config};
 use crate::e2e::{source_section, wait_streaming, Walhook};
+use crate::faults::harness::Rng;
 use crate::support::json::{differences, same};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::TestDb;
@@ -131,17 +132,11 @@ fn start_storm(
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut done = 0u64;
         while !stopped.load(Ordering::Relaxed) {
-            let id = (next() % rows as u64) as i64 + 1;
-            let sql = match next() % 100 {
+            let id = rng.range(1, rows as u64 + 1) as i64;
+            let sql = match rng.range(0, 100) {
                 0 => format!("UPDATE docs SET body = repeat('b', 3000) || v WHERE id = {id}"),
                 1 => format!("DELETE FROM docs WHERE id = {id}"),
                 2 => format!("UPDATE docs SET id = -id, v = v + 1 WHERE id = {id}"),

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::model::Lsn;
 use crate::state::{with_store, Store};
+use crate::text::{duration, size};
 
 use super::reread::ChunkReport;
 
@@ -155,32 +156,6 @@ fn events(n: usize) -> String {
         "1 event".to_string()
     } else {
         format!("{n} events")
-    }
-}
-
-/// `512 bytes`, `41.2 MB`: as `walhook status` writes sizes (units of 1024).
-fn size(bytes: u64) -> String {
-    let mut value = bytes as f64;
-    for unit in ["bytes", "kB", "MB", "GB"] {
-        if value < 1024.0 {
-            return if unit == "bytes" {
-                format!("{bytes} bytes")
-            } else {
-                format!("{value:.1} {unit}")
-            };
-        }
-        value /= 1024.0;
-    }
-    format!("{value:.1} TB")
-}
-
-/// `45s`, `2m 10s`, `3h 5m`.
-fn duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{}h {}m", s / 3600, s / 60 % 60),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::database::slot_info;
 use crate::source::{connect_sql, ConnectSpec};
 use crate::state::{Backfill, BackfillStatus, Store};
+use crate::text::duration;
 
 /// How often the state file is read for progress.
 const POLL: Duration = Duration::from_millis(500);
@@ -183,7 +184,10 @@ pub(super) fn progress_line(backfill: &Backfill, rate: Option<f64>) -> String {
         line.push_str(&format!(", {rate:.0} rows/s"));
         if let Some(total) = backfill.total_estimate.filter(|_| rate >= 1.0) {
             let left = total.saturating_sub(done) as f64 / rate;
-            line.push_str(&format!(", ETA {}", eta(Duration::from_secs_f64(left))));
+            line.push_str(&format!(
+                ", ETA {}",
+                duration(Duration::from_secs_f64(left))
+            ));
         }
     }
     if let Some(waiting) = &backfill.waiting {
@@ -191,15 +195,6 @@ pub(super) fn progress_line(backfill: &Backfill, rate: Option<f64>) -> String {
         line.push_str(waiting);
     }
     line
-}
-
-fn eta(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{}h {}m", s / 3600, s / 60 % 60),
-    }
 }
 
 #[cfg(test)]

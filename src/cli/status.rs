@@ -17,6 +17,7 @@ use crate::database::slot_info::{self, SlotReading};
 use crate::model::Lsn;
 use crate::source::{connect_sql, ConnectSpec};
 use crate::state::{Store, SubscriberStatus, UnixMillis};
+use crate::text::size;
 
 /// Status must answer even when the host drops packets and the URL sets no `connect_timeout`.
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -393,21 +394,6 @@ fn exact_size(bytes: u64) -> String {
     } else {
         format!("{} ({bytes} bytes)", size(bytes))
     }
-}
-
-fn size(bytes: u64) -> String {
-    let mut value = bytes as f64;
-    for unit in ["bytes", "kB", "MB", "GB"] {
-        if value < 1024.0 {
-            return if unit == "bytes" {
-                format!("{bytes} bytes")
-            } else {
-                format!("{value:.1} {unit}")
-            };
-        }
-        value /= 1024.0;
-    }
-    format!("{value:.1} TB")
 }
 
 /// `2026-11-26T17:51:10Z (2m 5s ago)`.
