@@ -15,8 +15,10 @@
 //! the slot's row and its guard); [`source`], [`mapping`] and [`state`] import none of each
 //! other, and `source` and `state` nothing of `config`; [`delivery`] and [`backfill`] sit above
 //! them (delivery reaches the state store only through its spill file, and sends through a
-//! `Sink`, HTTP being the first), [`app`] wires them all, [`cli`] and [`api`] face the
-//! operator.
+//! `Sink`, HTTP being the first). The store is a trait, [`state::Store`], whose doc comment is
+//! the contract and whose contract tests run against each backend (SQLite first, on a thread
+//! of its own so no runtime thread waits on the disk). [`app`] wires them all, [`cli`] and
+//! [`api`] face the operator.
 
 pub mod api;
 pub mod app;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use walhook::state::{Backfill, BackfillStatus, Store};
+use walhook::state::{Backfill, BackfillStatus, SqliteStore, Store};
 
 use crate::e2e::{source_section, state_dir, wait_streaming, Walhook};
 use crate::support::json::{differences, same};
@@ -243,8 +243,9 @@ pub(crate) fn state_file(dir: &Path) -> PathBuf {
     dir.join("walhook-state.db")
 }
 
-pub(crate) fn backfill_in(dir: &Path, id: i64) -> Option<Backfill> {
-    Store::open(state_file(dir)).unwrap().backfill(id).unwrap()
+pub(crate) async fn backfill_in(dir: &Path, id: i64) -> Option<Backfill> {
+    let store = SqliteStore::open(state_file(dir)).unwrap();
+    store.backfill(id).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +286,7 @@ async fn a_backfill_under_concurrent_updates_and_deletes_leaves_the_receiver_exa
     for line in stderr.lines() {
         assert!(line.starts_with("backfill 1 public.items: "), "{stderr}");
     }
-    let backfill = backfill_in(&dir, 1).unwrap();
+    let backfill = backfill_in(&dir, 1).await.unwrap();
     assert_eq!(backfill.status, BackfillStatus::Done);
     assert!(
         writes > 100,
@@ -346,7 +347,7 @@ async fn wait_slot_released(client: &tokio_postgres::Client, slot: &str) {
 pub(crate) async fn wait_backfill(dir: &Path, done: impl Fn(&Backfill) -> bool) -> Backfill {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(backfill) = backfill_in(dir, 1) {
+        if let Some(backfill) = backfill_in(dir, 1).await {
             if done(&backfill) {
                 return backfill;
             }
@@ -354,7 +355,7 @@ pub(crate) async fn wait_backfill(dir: &Path, done: impl Fn(&Backfill) -> bool) 
         assert!(
             tokio::time::Instant::now() < deadline,
             "backfill 1 never got there: {:?}",
-            backfill_in(dir, 1)
+            backfill_in(dir, 1).await
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -403,7 +404,7 @@ async fn a_backfill_killed_midway_resumes_where_it_stopped_and_stays_exact() {
     assert!(recorded.elapsed() >= Duration::from_millis(1_000));
     run.kill().unwrap();
     run.wait().unwrap();
-    let at_kill = backfill_in(&dir, 1).unwrap();
+    let at_kill = backfill_in(&dir, 1).await.unwrap();
     assert_eq!(at_kill.status, BackfillStatus::Running);
     assert!(at_kill.rows_done >= before.rows_done && at_kill.rows_done < ROWS as u64);
     // THEN `walhook status` shows it running with the progress saved before the kill
@@ -538,7 +539,7 @@ async fn where_limits_the_rows_and_a_table_without_a_primary_key_is_refused() {
          order (keyset pagination). Add one, e.g. `ALTER TABLE public.logs ADD PRIMARY KEY (id)`, \
          and run the backfill again\n"
     );
-    assert!(backfill_in(&dir, 2).is_none());
+    assert!(backfill_in(&dir, 2).await.is_none());
     walhook.stop().await;
 }
 
@@ -598,10 +599,10 @@ async fn on_postgres_before_14_a_backfill_is_refused_with_the_reason() {
                 && stderr.contains("Copy the rows another way (e.g. COPY), or upgrade"),
             "{stderr}"
         );
-        assert!(backfill_in(&dir, 1).is_none());
+        assert!(backfill_in(&dir, 1).await.is_none());
     } else {
         // THEN from 14 on it is recorded
         assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-        assert!(backfill_in(&dir, 1).is_some());
+        assert!(backfill_in(&dir, 1).await.is_some());
     }
 }

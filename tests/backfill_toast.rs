@@ -194,7 +194,10 @@ async fn a_backfill_under_updates_that_leave_a_toasted_column_alone_sends_every_
     stop.store(true, Ordering::Relaxed);
     let writes = storm.await.unwrap();
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert_eq!(backfill_in(&dir, 1).unwrap().status, BackfillStatus::Done);
+    assert_eq!(
+        backfill_in(&dir, 1).await.unwrap().status,
+        BackfillStatus::Done
+    );
     assert!(
         writes > 200,
         "the storm wrote during the backfill: {writes}"

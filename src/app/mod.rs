@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -29,7 +29,7 @@ use crate::source::{
     connect_sql, stream, ConnectError, ConnectSpec, SourceError, SourceEvent, SourceSettings,
     SpecError,
 };
-use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, UnixMillis};
+use crate::state::{AckTracker, PeriodicWrite, SqliteStore, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
 mod pipeline;
@@ -85,9 +85,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(api) => Some(api::start(api, health.clone(), config.source.status_interval).await?),
         None => None,
     };
-    let store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
-    log_what_the_state_holds(&config, &store);
-    let slot_confirmed = prepare_database(&config, &spec, &store).await?;
+    let store = open_state(&config)?;
+    log_what_the_state_holds(&config, &*store).await;
+    let slot_confirmed = prepare_database(&config, &spec, &*store).await?;
     let mapper = Mapper::new(&config)?;
 
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
@@ -104,7 +104,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 store: store.clone(),
                 settled: settled_tx.clone(),
             },
-        )?;
+        )
+        .await?;
         workers.spawn(worker.run(rx));
         queues.push(tx);
     }
@@ -165,7 +166,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         holds: VecDeque::new(),
         reads: Vec::new(),
     };
-    resume_backfills(&mut pipeline);
+    resume_backfills(&mut pipeline).await;
     let outcome = pipeline
         .run(
             Inputs {
@@ -187,7 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // for. The runner records its waits on its own thread, so once it has ended none can
     // land after this.
     let _ = backfills.await;
-    if let Err(e) = with_store(&pipeline.store, |s| s.clear_backfill_waits()) {
+    if let Err(e) = pipeline.store.clear_backfill_waits().await {
         warn!(error = %crate::error_chain(&e), "cannot clear what backfills wait for in the state file");
     }
     if let Err(e) = &outcome {
@@ -199,10 +200,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     outcome
 }
 
+/// Opens the state store the config names: what `run` and the other commands share.
+pub fn open_state(config: &Config) -> Result<Arc<dyn Store>, StateError> {
+    Ok(Arc::new(SqliteStore::open(&config.state.path)?))
+}
+
 /// A backfill left running by a stopped walhook resumes: its next report must fold what the
 /// slot sends again (see `Pipeline::hold`).
-fn resume_backfills(pipeline: &mut Pipeline) {
-    let running = match with_store(&pipeline.store, |s| s.active_backfills()) {
+async fn resume_backfills(pipeline: &mut Pipeline) {
+    let running = match pipeline.store.active_backfills().await {
         Ok(active) => active,
         Err(e) => {
             warn!(error = %crate::error_chain(&e), "cannot read the backfill requests");
@@ -224,7 +230,7 @@ fn resume_backfills(pipeline: &mut Pipeline) {
 async fn prepare_database(
     config: &Config,
     spec: &ConnectSpec,
-    store: &Mutex<Store>,
+    store: &dyn Store,
 ) -> Result<Lsn, AppError> {
     let client = connect_sql(spec).await?;
     let tables = config.tables();
@@ -257,9 +263,9 @@ async fn prepare_database(
 
 /// Says at start what the state file holds for each subscriber, so a restart's redeliveries
 /// and a backlog can be told apart from new traffic in the log.
-fn log_what_the_state_holds(config: &Config, store: &Mutex<Store>) {
+async fn log_what_the_state_holds(config: &Config, store: &dyn Store) {
     for subscriber in &config.subscribers {
-        match with_store(store, |s| s.subscriber_status(&subscriber.name)) {
+        match store.subscriber_status(&subscriber.name).await {
             Ok(status) => info!(
                 subscriber = %subscriber.name,
                 held = status.pending,
@@ -280,7 +286,7 @@ fn log_what_the_state_holds(config: &Config, store: &Mutex<Store>) {
 async fn record_initial_backfills(
     config: &Config,
     client: &tokio_postgres::Client,
-    store: &Mutex<Store>,
+    store: &dyn Store,
 ) {
     for subscriber in config.subscribers.iter().filter(|s| s.initial_backfill) {
         for table in config.tables() {
@@ -292,7 +298,9 @@ async fn record_initial_backfills(
                 rate: None,
             };
             let recorded = match backfill::plan(config, client, &request).await {
-                Ok(new) => with_store(store, |s| s.request_backfill(&new, UnixMillis::now()))
+                Ok(new) => store
+                    .request_backfill(new, UnixMillis::now())
+                    .await
                     .map_err(backfill::BackfillError::from),
                 Err(backfill::BackfillError::NotMapped { .. }) => continue,
                 Err(e) => Err(e),

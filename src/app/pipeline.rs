@@ -27,7 +27,7 @@ pub(super) struct Pipeline {
     pub(super) last_commit: Lsn,
     pub(super) routed: Vec<Routed>,
     pub(super) max_unsettled: usize,
-    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) store: Arc<dyn Store>,
     pub(super) confirmed_tx: watch::Sender<Lsn>,
     /// The confirmed LSN's record in the state file, for `walhook status`.
     pub(super) checkpoint: PeriodicWrite,
@@ -123,7 +123,7 @@ impl Pipeline {
         while let Ok(txns) = settled.try_recv() {
             self.settle(&txns);
         }
-        self.checkpoint(true);
+        self.record_checkpoint().await;
         let _ = stop_source.send(true);
         let source_result = if source.is_finished() && failure.is_some() {
             Ok(())
@@ -424,23 +424,25 @@ impl Pipeline {
         if let Some(lsn) = self.acks.advance() {
             debug!(confirmed = %lsn, "confirmed");
             self.confirmed_tx.send_replace(lsn);
-            self.checkpoint(false);
+            self.start_checkpoint();
         }
     }
 
-    /// Records the confirmed LSN in the state file (for `walhook status`): at most once a
-    /// second and in the background, unless `now` (at the end, on this thread).
-    fn checkpoint(&mut self, now: bool) {
-        let lsn = self.acks.confirmed();
-        let record = move |store: &mut Store| {
-            if let Err(e) = store.save_confirmed(lsn) {
-                warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
-            }
-        };
-        if now {
-            with_store(&self.store, record);
-        } else {
-            self.checkpoint.start(&self.store, record);
-        }
+    /// Records the confirmed LSN in the state file (for `walhook status`) in the background,
+    /// at most once a second.
+    fn start_checkpoint(&mut self) {
+        let record = checkpoint(self.store.clone(), self.acks.confirmed());
+        self.checkpoint.start(record);
+    }
+
+    /// Records the confirmed LSN in the state file now (at the end).
+    async fn record_checkpoint(&mut self) {
+        checkpoint(self.store.clone(), self.acks.confirmed()).await;
+    }
+}
+
+async fn checkpoint(store: Arc<dyn Store>, lsn: Lsn) {
+    if let Err(e) = store.save_confirmed(lsn).await {
+        warn!(error = %crate::error_chain(&e), "cannot record the checkpoint in the state file");
     }
 }

@@ -29,7 +29,7 @@ fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
         last_commit: Lsn(0),
         routed: Vec::new(),
         max_unsettled: 100,
-        store: Arc::new(Mutex::new(Store::open_in_memory().unwrap())),
+        store: Arc::new(crate::state::SqliteStore::open_in_memory().unwrap()),
         confirmed_tx: watch::channel(confirmed).0,
         checkpoint: PeriodicWrite::new(CHECKPOINT_EVERY),
         slot: "s".into(),

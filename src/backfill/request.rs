@@ -112,11 +112,13 @@ pub async fn plan(
 pub async fn record(
     config: &Config,
     client: &tokio_postgres::Client,
-    store: &mut Store,
+    store: &dyn Store,
     request: &Request,
 ) -> Result<(i64, NewBackfill), BackfillError> {
     let new = plan(config, client, request).await?;
-    let id = store.request_backfill(&new, UnixMillis::now())?;
+    let id = store
+        .request_backfill(new.clone(), UnixMillis::now())
+        .await?;
     Ok((id, new))
 }
 

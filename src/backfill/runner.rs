@@ -3,7 +3,7 @@
 //! the pipeline reports every event of the chunk settled, saying meanwhile what it waits for.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::model::{Datum, Lsn, RowImage};
 use crate::source::{connect_sql, ConnectSpec};
-use crate::state::{with_store, Backfill, BackfillStatus, Store, UnixMillis};
+use crate::state::{Backfill, BackfillProgress, BackfillStatus, Store, UnixMillis};
 
 use super::reread::{ChunkReport, Positions, Rereads};
 use super::table::{describe, TableShape};
@@ -35,7 +35,7 @@ const WARM_UP: Duration = Duration::from_millis(500);
 pub struct RunnerContext {
     pub spec: ConnectSpec,
     pub config: Config,
-    pub store: Arc<Mutex<Store>>,
+    pub store: Arc<dyn Store>,
     /// To the pipeline, which takes these ahead of stream events.
     pub chunks: mpsc::Sender<Signal>,
     /// Questions to the pipeline about its load and position, asked while a chunk waits.
@@ -54,7 +54,7 @@ pub async fn run(ctx: RunnerContext) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let active = with_store(&ctx.store, |s| s.active_backfills());
+        let active = ctx.store.active_backfills().await;
         let backfill = match active {
             Ok(active) => match active.into_iter().next() {
                 Some(backfill) => backfill,
@@ -83,9 +83,11 @@ pub async fn run(ctx: RunnerContext) {
                 Some(text)
             }
         };
-        if let Err(e) = with_store(&ctx.store, |s| {
-            s.finish_backfill(id, error.as_deref(), UnixMillis::now())
-        }) {
+        let finished = ctx
+            .store
+            .finish_backfill(id, error, UnixMillis::now())
+            .await;
+        if let Err(e) = finished {
             warn!(backfill = id, error = %crate::error_chain(&e), "cannot record the backfill's end");
         }
         if ctx.chunks.send(Signal::Ended(id)).await.is_err() {
@@ -137,7 +139,7 @@ async fn run_one(
                 .ok_or_else(|| BackfillError::UnknownSubscriber(name.clone()))
         })
         .collect::<Result<Vec<usize>, _>>()?;
-    with_store(&ctx.store, |s| s.start_backfill(id, UnixMillis::now()))?;
+    ctx.store.start_backfill(id, UnixMillis::now()).await?;
     if backfill.status == BackfillStatus::Pending {
         info!(backfill = id, table = %table, estimate = ?shape.estimate, "backfill started");
     } else {
@@ -222,22 +224,20 @@ async fn run_one(
         rows_done += read.in_range as u64;
         position = next;
         let last_key = match &position {
-            Position::After(key) => Some(key.as_str()),
-            _ => backfill.last_key.as_deref(),
+            Position::After(key) => Some(key.clone()),
+            _ => backfill.last_key.clone(),
         };
-        let keys: Vec<String> = rereads.keys().cloned().collect();
         notes.rereading = (position == Position::End && !rereads.is_empty()).then(|| rereads.len());
         let waiting = notes.at_rest();
-        with_store(&ctx.store, |s| {
-            s.save_backfill_progress(
-                id,
-                last_key,
-                &keys,
-                rows_done,
-                waiting.as_deref(),
-                UnixMillis::now(),
-            )
-        })?;
+        let progress = BackfillProgress {
+            last_key,
+            reread: rereads.keys().cloned().collect(),
+            rows_done,
+            waiting: waiting.clone(),
+        };
+        ctx.store
+            .save_backfill_progress(id, progress, UnixMillis::now())
+            .await?;
         notes.saved(waiting);
         if let Some(release) = read.report.release {
             ctx.chunks

@@ -13,7 +13,7 @@
 //! pipeline where it is and how loaded only while a chunk waits, once a second: nothing is
 //! done per event.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::model::Lsn;
-use crate::state::{with_store, Store};
+use crate::state::Store;
 use crate::text::{duration, size};
 
 use super::reread::ChunkReport;
@@ -162,7 +162,7 @@ fn events(n: usize) -> String {
 /// The wait recorded in a backfill's state row.
 pub(super) struct Notes {
     id: i64,
-    store: Arc<Mutex<Store>>,
+    store: Arc<dyn Store>,
     /// What the row holds.
     shown: Option<String>,
     written_at: Option<Instant>,
@@ -172,7 +172,7 @@ pub(super) struct Notes {
 
 impl Notes {
     /// For backfill `id`, whose row holds no wait (starting a backfill clears it).
-    pub(super) fn new(id: i64, store: Arc<Mutex<Store>>) -> Notes {
+    pub(super) fn new(id: i64, store: Arc<dyn Store>) -> Notes {
         Notes {
             id,
             store,
@@ -197,17 +197,17 @@ impl Notes {
     /// enough and the last write is old enough. Called again every second while waiting, so a
     /// text held back by [`WRITE_EVERY`] is written at the next call.
     ///
-    /// Written on this thread, like the progress saves beside it (at most once a second): a
-    /// write in the background could land after a later progress save, or after `walhook run`
-    /// cleared the waits at its end, and leave a wait that is over on record.
-    pub(super) fn offer(&mut self, wait: Option<&Wait<'_>>, waited: Duration) {
+    /// Awaited here, like the progress saves beside it (at most once a second): a write in
+    /// the background could land after a later progress save, or after `walhook run` cleared
+    /// the waits at its end, and leave a wait that is over on record.
+    pub(super) async fn offer(&mut self, wait: Option<&Wait<'_>>, waited: Duration) {
         let text = describe(self.rereading, wait.filter(|_| waited >= SHOW_AFTER));
         if text == self.shown || self.written_at.is_some_and(|at| at.elapsed() < WRITE_EVERY) {
             return;
         }
         self.written_at = Some(Instant::now());
         let id = self.id;
-        match with_store(&self.store, |s| s.set_backfill_waiting(id, text.as_deref())) {
+        match self.store.set_backfill_waiting(id, text.clone()).await {
             Ok(()) => {
                 debug!(backfill = id, waiting = ?text, "backfill wait recorded");
                 self.shown = text;
@@ -226,10 +226,10 @@ impl Notes {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(end) => break,
-                _ = tick.tick() => self.offer(Some(&wait), started.elapsed()),
+                _ = tick.tick() => self.offer(Some(&wait), started.elapsed()).await,
             }
         }
-        self.offer(None, Duration::ZERO);
+        self.offer(None, Duration::ZERO).await;
     }
 }
 
@@ -277,7 +277,7 @@ impl Written<'_> {
                     }
                     let waited = started.elapsed();
                     if waited < SHOW_AFTER {
-                        notes.offer(None, waited);
+                        notes.offer(None, waited).await;
                         continue;
                     }
                     let wait = match dispatched {
@@ -295,7 +295,7 @@ impl Written<'_> {
                             }
                         }
                     };
-                    notes.offer(Some(&wait), waited);
+                    notes.offer(Some(&wait), waited).await;
                 }
             }
         }

@@ -48,7 +48,7 @@ pub struct BackfillArgs {
 pub async fn backfill(config: &Config, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let spec: ConnectSpec = config.source.url.expose().parse().context("source.url")?;
     let client = connect_sql(&spec).await?;
-    let mut store = Store::open(&config.state.path)?;
+    let store = crate::app::open_state(config)?;
     let request = Request {
         table: args.table,
         subscribers: args.subscribers,
@@ -56,7 +56,7 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> anyhow::Result<Exi
         batch_rows: args.batch_rows,
         rate: args.rate,
     };
-    let (id, new) = match backfill::record(config, &client, &mut store, &request).await {
+    let (id, new) = match backfill::record(config, &client, &*store, &request).await {
         Ok(recorded) => recorded,
         Err(e) => {
             eprintln!("error: {}", crate::error_chain(&e));
@@ -75,14 +75,14 @@ pub async fn backfill(config: &Config, args: BackfillArgs) -> anyhow::Result<Exi
         println!("the running `walhook run` sends the rows; `walhook status` shows the progress");
         return Ok(ExitCode::SUCCESS);
     }
-    follow(config, &client, &store, id).await
+    follow(config, &client, &*store, id).await
 }
 
 /// Shows the progress of backfill `id` until it is done (exit 0) or failed (exit 1).
 async fn follow(
     config: &Config,
     client: &tokio_postgres::Client,
-    store: &Store,
+    store: &dyn Store,
     id: i64,
 ) -> anyhow::Result<ExitCode> {
     let terminal = std::io::stderr().is_terminal();
@@ -92,7 +92,8 @@ async fn follow(
     let mut warned = false;
     loop {
         let backfill = store
-            .backfill(id)?
+            .backfill(id)
+            .await?
             .with_context(|| format!("backfill {id} vanished from the state file"))?;
         let now = Instant::now();
         match backfill.status {

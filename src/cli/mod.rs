@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Setup { apply } => database::setup(&config, apply).await,
         Command::Teardown => database::teardown(&config).await,
         Command::Run => run::run(config).await,
-        Command::DeadLetters { action } => run::dead_letters(&config, action),
+        Command::DeadLetters { action } => run::dead_letters(&config, action).await,
         Command::Status { json } => status::status(&config, json).await,
         Command::Backfill(args) => backfill::backfill(&config, args).await,
     }

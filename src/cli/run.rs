@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::state::{DeadLetterFilter as Filter, Store, UnixMillis};
+use crate::state::{DeadLetterFilter as Filter, UnixMillis};
 
 use super::{DeadLetterAction, DeadLetterFilter};
 
@@ -32,8 +32,8 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-pub fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result<ExitCode> {
-    let mut store = Store::open(&config.state.path)?;
+pub async fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result<ExitCode> {
+    let store = crate::app::open_state(config)?;
     let (filter, which) = match &action {
         DeadLetterAction::List(f) | DeadLetterAction::Replay(f) | DeadLetterAction::Discard(f) => {
             (to_filter(f), f)
@@ -47,7 +47,7 @@ pub fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result
     }
     match action {
         DeadLetterAction::List(_) => {
-            let letters = store.list_dead_letters(filter, 10_000)?;
+            let letters = store.list_dead_letters(filter, 10_000).await?;
             for letter in &letters {
                 println!(
                     "{}\t{}\t{}\tattempts={}\tstatus={}\t{}",
@@ -64,20 +64,20 @@ pub fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result
             println!("{} dead letter(s)", letters.len());
         }
         DeadLetterAction::Replay(_) => {
-            let n = store.replay_dead_letters(filter, UnixMillis::now())?;
+            let n = store.replay_dead_letters(filter, UnixMillis::now()).await?;
             println!("{n} dead letter(s) put back for delivery (a running walhook sends them on its next retry round)");
         }
         DeadLetterAction::Discard(_) => {
-            let n = store.discard_dead_letters(filter)?;
+            let n = store.discard_dead_letters(filter).await?;
             println!("{n} dead letter(s) discarded");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn to_filter(f: &DeadLetterFilter) -> Filter<'_> {
+fn to_filter(f: &DeadLetterFilter) -> Filter {
     Filter {
-        subscriber: f.subscriber.as_deref(),
-        id: f.id.as_deref(),
+        subscriber: f.subscriber.clone(),
+        id: f.id.clone(),
     }
 }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::database::slot_info::{self, SlotReading};
 use crate::model::Lsn;
 use crate::source::{connect_sql, ConnectSpec};
-use crate::state::{Store, SubscriberStatus, UnixMillis};
+use crate::state::{StateError, SubscriberStatus, UnixMillis};
 use crate::text::size;
 
 /// Status must answer even when the host drops packets and the URL sets no `connect_timeout`.
@@ -25,13 +25,13 @@ const DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let now = UnixMillis::now();
     let (database, slot) = read_database(config).await;
-    let (state, stored) = read_state(config);
+    let (state, stored) = read_state(config).await;
     let report = Report {
         generated_at: now,
         database,
         slot,
         subscribers: subscribers(config, &state, stored, now),
-        backfills: backfills::read(config),
+        backfills: backfills::read(config).await,
         state,
     };
     if json {
@@ -186,8 +186,8 @@ fn slot(config: &Config, reading: &SlotReading) -> Slot {
 }
 
 /// The state file's checkpoint and subscribers. A missing file is reported, not created:
-/// `Store::open` would create it.
-fn read_state(config: &Config) -> (State, Vec<SubscriberStatus>) {
+/// opening the store would create it.
+async fn read_state(config: &Config) -> (State, Vec<SubscriberStatus>) {
     let path = &config.state.path;
     let mut state = State {
         path: path.display().to_string(),
@@ -203,8 +203,11 @@ fn read_state(config: &Config) -> (State, Vec<SubscriberStatus>) {
             return (state, Vec::new());
         }
     }
-    let read = Store::open(path).and_then(|store| Ok((store.confirmed()?, store.status()?)));
-    match read {
+    let read = async {
+        let store = crate::app::open_state(config)?;
+        Ok::<_, StateError>((store.confirmed().await?, store.status().await?))
+    };
+    match read.await {
         Ok((confirmed, stored)) => {
             state.confirmed_lsn = confirmed;
             (state, stored)

@@ -9,7 +9,7 @@
 //! only heads, [`Store::must_hold`] keeps live events behind held ones).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -21,8 +21,8 @@ use super::retry::Schedule;
 use super::sink::{Outcome, Report};
 use crate::model::{Event, TxnId};
 use crate::state::{
-    with_store, DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry,
-    StateError, Store, UnixMillis,
+    DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry, StateError,
+    Store, UnixMillis,
 };
 
 /// A delivery is recorded in the store (for `walhook status`) at most this often: each
@@ -31,7 +31,7 @@ const SUCCESS_RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// What the worker shares with the rest of walhook.
 pub struct WorkerContext {
-    pub store: Arc<Mutex<Store>>,
+    pub store: Arc<dyn Store>,
     /// Transactions whose jobs settled (one entry per job).
     pub settled: mpsc::UnboundedSender<Vec<TxnId>>,
 }
@@ -83,7 +83,7 @@ pub(super) struct Spill {
 impl Spill {
     /// Lifts a recorded pause (a restart is the operator's signal that the subscriber's URL
     /// was fixed) and sets the backlog gauge from what the store holds.
-    pub fn open(
+    pub async fn open(
         subscriber: &str,
         schedule: Schedule,
         ctx: WorkerContext,
@@ -103,18 +103,18 @@ impl Spill {
             unrecorded_success: None,
             success_record: PeriodicWrite::new(SUCCESS_RECORD_EVERY),
         };
-        spill.with_store(|s, name| s.set_paused(name, None))?;
-        spill.recount_backlog(meters)?;
+        spill.failed(spill.store().set_paused(&spill.subscriber, None).await)?;
+        spill.recount_backlog(meters).await?;
         Ok(spill)
     }
 
     /// Whether a live `event` must be stored behind held events of its key or table instead
     /// of being sent. Asks the store only while it may hold events of this subscriber.
-    pub fn must_hold(&self, event: &Event) -> Result<bool, WorkerError> {
+    pub async fn must_hold(&self, event: &Event) -> Result<bool, WorkerError> {
         if !self.has_events {
             return Ok(false);
         }
-        self.with_store(|s, name| s.must_hold(name, event))
+        self.failed(self.store().must_hold(&self.subscriber, event).await)
     }
 
     /// Stores `job` at the next flush, behind what is held; `failed` is its failed attempt,
@@ -137,10 +137,14 @@ impl Spill {
 
     /// Writes what must be stored or dead-lettered in one transaction each, then reports those
     /// jobs settled: only now are they safe from a crash. Removes delivered held events first.
-    pub fn flush(&mut self, meters: &mut Meters) -> Result<(), WorkerError> {
+    pub async fn flush(&mut self, meters: &mut Meters) -> Result<(), WorkerError> {
         if !self.to_remove.is_empty() {
             let ids = std::mem::take(&mut self.to_remove);
-            let removed = self.with_store(|s, name| s.remove_pending(name, &ids))?;
+            let removed = self.failed(
+                self.store()
+                    .remove_pending(&self.subscriber, ids.clone())
+                    .await,
+            )?;
             meters.released(removed);
             for id in &ids {
                 self.retrying.remove(id);
@@ -153,48 +157,51 @@ impl Spill {
         let to_dead = std::mem::take(&mut self.to_dead_letter);
         let schedule = self.schedule;
         let now = UnixMillis::now();
-        let pending: Vec<PendingInsert<'_>> = to_store
+        let pending: Vec<PendingInsert> = to_store
             .iter()
             .map(|(job, report)| match report {
-                None => PendingInsert::held(&job.event, now),
+                None => PendingInsert::held(job.event.clone(), now),
                 Some(report) => PendingInsert {
-                    event: &job.event,
+                    event: job.event.clone(),
                     attempts: 1,
                     first_failure_at: Some(now),
                     next_attempt_at: now
                         .saturating_add(schedule.next_delay(1, report.retry_after())),
                     last_status: report.code,
-                    last_error: report.detail.as_deref(),
+                    last_error: report.detail.clone(),
                 },
             })
             .collect();
-        let dead: Vec<DeadLetterInsert<'_>> = to_dead
+        let dead: Vec<DeadLetterInsert> = to_dead
             .iter()
             .map(|(job, report)| DeadLetterInsert {
-                event: &job.event,
+                event: job.event.clone(),
                 attempts: 1,
                 first_attempt_at: now,
                 dead_at: now,
                 last_status: report.code,
-                last_error: report.detail.as_deref(),
+                last_error: report.detail.clone(),
             })
             .collect();
-        // SQLite commits in a few milliseconds; this blocks only this subscriber's task.
-        let stored = self.with_store(|s, name| {
-            if !dead.is_empty() {
-                s.store_dead_letters(name, &dead)?;
-            }
-            if pending.is_empty() {
-                Ok(0)
-            } else {
-                s.store_pending(name, &pending)
-            }
-        })?;
+        // The store commits in a few milliseconds; this holds up only this subscriber's task.
+        if !dead.is_empty() {
+            self.failed(
+                self.store()
+                    .store_dead_letters(&self.subscriber, dead)
+                    .await,
+            )?;
+        }
+        let held_any = !pending.is_empty();
+        let stored = if held_any {
+            self.failed(self.store().store_pending(&self.subscriber, pending).await)?
+        } else {
+            0
+        };
         meters.held(stored);
         for (job, _) in &to_dead {
             meters.dead_lettered(&job.event.event_type);
         }
-        if !pending.is_empty() {
+        if held_any {
             self.has_events = true;
         }
         let settled: Vec<TxnId> = to_store
@@ -229,11 +236,16 @@ impl Spill {
 
     /// Reads up to `limit` due held events (heads of their keys, oldest first), skipping those
     /// in flight. Says whether the store turned out to hold nothing of this subscriber at all.
-    pub fn fetch_due(&mut self, limit: usize) -> Result<bool, WorkerError> {
-        let due = self.with_store(|s, name| s.due(name, UnixMillis::now(), limit))?;
+    pub async fn fetch_due(&mut self, limit: usize) -> Result<bool, WorkerError> {
+        let due = self.failed(
+            self.store()
+                .due(&self.subscriber, UnixMillis::now(), limit)
+                .await,
+        )?;
         self.more_due = due.len() == limit;
         if due.is_empty() && self.retrying.is_empty() {
-            if self.with_store(|s, name| s.next_due_at(name))?.is_none() {
+            let next = self.failed(self.store().next_due_at(&self.subscriber).await)?;
+            if next.is_none() {
                 self.has_events = false;
                 return Ok(true);
             }
@@ -267,7 +279,7 @@ impl Spill {
     /// Settles held events after an attempt: delivered ones are removed at the next flush,
     /// failed ones rescheduled or dead-lettered (after `give_up_after`, or at once when the
     /// receiver refused them), in one store transaction each.
-    pub fn completed(
+    pub async fn completed(
         &mut self,
         held: Vec<Held>,
         report: &Report,
@@ -294,11 +306,11 @@ impl Spill {
         for Held(pending) in &held {
             let attempts = pending.attempts + 1;
             let failure = Failure {
-                id: pending.event.id.as_str(),
+                id: pending.event.id.clone(),
                 attempts,
                 at: now,
                 status: report.code,
-                error: report.detail.as_deref(),
+                error: report.detail.clone(),
             };
             let first = pending.first_failure_at.unwrap_or(now);
             match retry_after {
@@ -315,13 +327,17 @@ impl Spill {
             }
         }
         if !retries.is_empty() {
-            self.with_store(|s, name| s.reschedule(name, &retries))?;
+            self.failed(self.store().reschedule(&self.subscriber, retries).await)?;
         }
         if !dead.is_empty() {
-            let failures: Vec<Failure<'_>> = dead.iter().map(|(failure, _)| *failure).collect();
-            let moved = self.with_store(|s, name| s.move_to_dead_letters(name, &failures))?;
+            let (failures, types): (Vec<Failure>, Vec<&str>) = dead.into_iter().unzip();
+            let moved = self.failed(
+                self.store()
+                    .move_to_dead_letters(&self.subscriber, failures)
+                    .await,
+            )?;
             meters.released(moved);
-            for (_, event_type) in &dead {
+            for event_type in types {
                 meters.dead_lettered(event_type);
             }
         }
@@ -329,15 +345,23 @@ impl Spill {
     }
 
     /// Records a failed attempt, now (for `walhook status`).
-    pub fn record_error(&self, error: &str) -> Result<(), WorkerError> {
+    pub async fn record_error(&self, error: &str) -> Result<(), WorkerError> {
         let now = UnixMillis::now();
-        self.with_store(|s, name| s.record_error(name, now, error))
+        self.failed(
+            self.store()
+                .record_error(&self.subscriber, now, error.to_string())
+                .await,
+        )
     }
 
     /// Records the pause in the state file too, so `walhook status` shows it. A failure is
     /// only logged: the pause holds in memory either way.
-    pub fn record_pause(&self, reason: &str) {
-        if let Err(e) = self.with_store(|s, name| s.set_paused(name, Some(reason))) {
+    pub async fn record_pause(&self, reason: &str) {
+        let recorded = self
+            .store()
+            .set_paused(&self.subscriber, Some(reason.to_string()))
+            .await;
+        if let Err(e) = recorded {
             warn!(subscriber = %self.subscriber, error = %crate::error_chain(&e), "cannot record the pause in the state file");
         }
     }
@@ -350,20 +374,21 @@ impl Spill {
     /// Records the latest delivery in the store (for `walhook status`) if one is unrecorded:
     /// in the background at most once per `SUCCESS_RECORD_EVERY`, or on this thread if `now`
     /// (at the end).
-    pub fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
+    pub async fn record_success(&mut self, now: bool) -> Result<(), WorkerError> {
         let Some(at) = self.unrecorded_success else {
             return Ok(());
         };
         if now {
-            self.with_store(|s, name| s.record_success(name, at))?;
+            self.failed(self.store().record_success(&self.subscriber, at).await)?;
             self.unrecorded_success = None;
             return Ok(());
         }
         // A failure here is only a stale "last success" in `walhook status`; the writes that
         // settle events report a failing store.
         let name = self.subscriber.clone();
-        let started = self.success_record.start(&self.ctx.store, move |s| {
-            if let Err(e) = s.record_success(&name, at) {
+        let store = self.ctx.store.clone();
+        let started = self.success_record.start(async move {
+            if let Err(e) = store.record_success(&name, at).await {
                 warn!(subscriber = %name, error = %crate::error_chain(&e), "cannot record the last delivery in the state file");
             }
         });
@@ -375,17 +400,19 @@ impl Spill {
 
     /// Sets the retry backlog gauge from a count of what the store holds. The count reads
     /// every held event, so it runs at start and once a minute, not per change.
-    pub fn recount_backlog(&self, meters: &mut Meters) -> Result<(), WorkerError> {
-        let status = self.with_store(|s, name| s.subscriber_status(name))?;
+    pub async fn recount_backlog(&self, meters: &mut Meters) -> Result<(), WorkerError> {
+        let status = self.failed(self.store().subscriber_status(&self.subscriber).await)?;
         meters.set_backlog(status.pending);
         Ok(())
     }
 
-    fn with_store<T>(
-        &self,
-        work: impl FnOnce(&mut Store, &str) -> Result<T, StateError>,
-    ) -> Result<T, WorkerError> {
-        with_store(&self.ctx.store, |s| work(s, &self.subscriber)).map_err(|e| WorkerError {
+    fn store(&self) -> &dyn Store {
+        &*self.ctx.store
+    }
+
+    /// Names the subscriber in a store failure: the worker stops on it.
+    fn failed<T>(&self, result: Result<T, StateError>) -> Result<T, WorkerError> {
+        result.map_err(|e| WorkerError {
             subscriber: self.subscriber.clone(),
             source: Box::new(e),
         })

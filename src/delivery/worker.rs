@@ -81,9 +81,14 @@ pub struct Worker<S> {
 impl<S: Sink> Worker<S> {
     /// A worker that sends `config`'s events through `sink`. Lifts a pause recorded in the
     /// store: the operator restarting walhook is the signal that the subscriber was fixed.
-    pub fn new(config: SubscriberConfig, sink: S, ctx: WorkerContext) -> Result<Self, WorkerError> {
+    pub async fn new(
+        config: SubscriberConfig,
+        sink: S,
+        ctx: WorkerContext,
+    ) -> Result<Self, WorkerError> {
         let mut meters = Meters::new(&config.name);
-        let spill = Spill::open(&config.name, Schedule::new(config.retry), ctx, &mut meters)?;
+        let spill =
+            Spill::open(&config.name, Schedule::new(config.retry), ctx, &mut meters).await?;
         Ok(Self {
             config,
             sink: Arc::new(sink),
@@ -110,9 +115,9 @@ impl<S: Sink> Worker<S> {
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.launch(!open);
-            self.spill.flush(&mut self.meters)?;
+            self.spill.flush(&mut self.meters).await?;
             if !open && self.in_flight.is_empty() {
-                self.spill.record_success(true)?;
+                self.spill.record_success(true).await?;
                 return Ok(());
             }
             let batch_deadline = self.partial_batch_deadline();
@@ -122,10 +127,10 @@ impl<S: Sink> Worker<S> {
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     match done {
                         Ok((sent, report)) => {
-                            self.completed(sent, report)?;
+                            self.completed(sent, report).await?;
                             if open {
                                 let fetch = self.spill.more_due();
-                                self.retry_due(fetch)?;
+                                self.retry_due(fetch).await?;
                             }
                         }
                         Err(e) => warn!(subscriber = %self.name(), error = %e, "delivery task failed"),
@@ -134,12 +139,12 @@ impl<S: Sink> Worker<S> {
                 // 2. New input.
                 job = jobs.recv(), if open => match job {
                     Some(job) => {
-                        self.accept(job)?;
+                        self.accept(job).await?;
                         // Take what else is waiting, so jobs bound for the store are written in
                         // one transaction instead of one each.
                         for _ in 0..ACCEPT_BURST {
                             match jobs.try_recv() {
-                                Ok(job) => self.accept(job)?,
+                                Ok(job) => self.accept(job).await?,
                                 Err(_) => break,
                             }
                         }
@@ -161,24 +166,24 @@ impl<S: Sink> Worker<S> {
                         self.spill.look_again();
                     }
                     if ticks % BACKLOG_RECOUNT_TICKS == 0 {
-                        self.spill.recount_backlog(&mut self.meters)?;
+                        self.spill.recount_backlog(&mut self.meters).await?;
                     }
-                    self.spill.record_success(false)?;
-                    self.retry_due(true)?;
+                    self.spill.record_success(false).await?;
+                    self.retry_due(true).await?;
                 }
             }
         }
     }
 
     /// Queues a live job, or stores it behind held events of its key or table.
-    fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
+    async fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
         // While the receiver is down, new keys go straight to the store; a key with a job still
         // queued or in flight keeps this one behind it instead, since the store would retry it
         // first.
         let behind_live = self.order.has_key(&job.event.key);
         let must_hold = self.paused.is_some()
             || (self.down && !behind_live)
-            || self.spill.must_hold(&job.event)?;
+            || self.spill.must_hold(&job.event).await?;
         if must_hold {
             self.spill.hold(job, None);
         } else {
@@ -227,7 +232,7 @@ impl<S: Sink> Worker<S> {
         });
     }
 
-    fn completed(&mut self, sent: Sent, report: Report) -> Result<(), WorkerError> {
+    async fn completed(&mut self, sent: Sent, report: Report) -> Result<(), WorkerError> {
         self.meters.request(report.took);
         let delivered = matches!(report.outcome, Outcome::Delivered);
         let at = now_micros();
@@ -241,7 +246,7 @@ impl<S: Sink> Worker<S> {
         if delivered {
             self.down = false;
             self.spill.delivered();
-            self.spill.record_success(false)?;
+            self.spill.record_success(false).await?;
         } else {
             let error = report.detail.clone().unwrap_or_default();
             let (event_type, lsn, id) = sent
@@ -260,24 +265,26 @@ impl<S: Sink> Worker<S> {
                 error = %error,
                 "delivery failed"
             );
-            self.spill.record_error(&error)?;
+            self.spill.record_error(&error).await?;
             if report.outcome == Outcome::Unreachable {
                 self.down = true;
             }
         }
         match sent {
-            Sent::Live(jobs) => self.completed_live(jobs, report),
+            Sent::Live(jobs) => self.completed_live(jobs, report).await,
             Sent::Held(held) => {
-                self.spill.completed(held, &report, &mut self.meters)?;
+                self.spill
+                    .completed(held, &report, &mut self.meters)
+                    .await?;
                 if let Outcome::Gone { reason } = report.outcome {
-                    self.pause(reason);
+                    self.pause(reason).await;
                 }
             }
         }
         Ok(())
     }
 
-    fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
+    async fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
         let mut settled = Vec::new();
         for job in jobs {
             match report.outcome {
@@ -306,7 +313,7 @@ impl<S: Sink> Worker<S> {
             }
         }
         if let Outcome::Gone { reason } = report.outcome {
-            self.pause(reason);
+            self.pause(reason).await;
         } else if self.paused.is_some() || self.draining {
             // What waited behind these jobs is stored now, after them.
             self.store_queued();
@@ -315,9 +322,9 @@ impl<S: Sink> Worker<S> {
     }
 
     /// The receiver is gone (for HTTP, a 410): everything waits in the store until restart.
-    fn pause(&mut self, reason: String) {
+    async fn pause(&mut self, reason: String) {
         warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
-        self.spill.record_pause(&reason);
+        self.spill.record_pause(&reason).await;
         self.paused = Some(reason);
         self.store_queued();
     }
@@ -335,15 +342,15 @@ impl<S: Sink> Worker<S> {
 
     /// Sends held events that are due, oldest first per key; fetches a new bulk of them from
     /// the store when `fetch` and none are left.
-    fn retry_due(&mut self, fetch: bool) -> Result<(), WorkerError> {
+    async fn retry_due(&mut self, fetch: bool) -> Result<(), WorkerError> {
         if !self.spill.may_hold_events() || self.paused.is_some() {
             return Ok(());
         }
         if fetch && !self.spill.has_due() {
-            self.spill.flush(&mut self.meters)?;
+            self.spill.flush(&mut self.meters).await?;
             let limit = (self.config.batch_size * self.config.concurrency)
                 .clamp(RETRY_FETCH, RETRY_FETCH_MAX);
-            if self.spill.fetch_due(limit)? {
+            if self.spill.fetch_due(limit).await? {
                 // Nothing is held any more.
                 self.down = false;
                 self.meters.set_backlog(0);

@@ -92,6 +92,18 @@ pub enum StateError {
         source: rusqlite::Error,
     },
 
+    /// The store's thread could not be started.
+    #[error("cannot start the thread of the state store {}", path.display())]
+    Thread {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The store's thread is gone (it panicked): nothing more can be stored.
+    #[error("the state store {} stopped: restart walhook", path.display())]
+    Stopped { path: PathBuf },
+
     /// Any other SQLite failure (I/O error, out of memory, ...).
     #[error("state store {} failed to {op}: check the disk and the file", path.display())]
     Sqlite {
@@ -105,7 +117,7 @@ pub enum StateError {
 impl StateError {
     /// Classifies a failure of the store at `path` while doing `op` (said as a verb phrase:
     /// "store pending events").
-    pub(super) fn from_sqlite(path: PathBuf, op: &'static str, source: rusqlite::Error) -> Self {
+    pub(crate) fn from_sqlite(path: PathBuf, op: &'static str, source: rusqlite::Error) -> Self {
         let corrupt = |what: &str, source| StateError::Corrupt {
             path: path.clone(),
             what: what.to_string(),

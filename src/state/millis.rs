@@ -2,9 +2,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::{FromSql, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::ToSql;
-
 /// Milliseconds since the Unix epoch (UTC). Ordered, so `next_attempt_at <= now` reads as it
 /// should; arithmetic saturates instead of overflowing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,17 +30,5 @@ impl UnixMillis {
     pub fn saturating_duration_since(self, earlier: UnixMillis) -> Duration {
         let millis = self.0.saturating_sub(earlier.0).max(0);
         Duration::from_millis(u64::try_from(millis).unwrap_or(0))
-    }
-}
-
-impl ToSql for UnixMillis {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        self.0.to_sql()
-    }
-}
-
-impl FromSql for UnixMillis {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        i64::column_result(value).map(UnixMillis)
     }
 }

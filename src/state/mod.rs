@@ -1,21 +1,25 @@
-//! State: the embedded store (SQLite, one file) of what walhook must remember across restarts:
-//! events held for a later attempt, dead letters, subscriber state and the confirmed LSN.
+//! State: what walhook must remember across restarts (events held for a later attempt, dead
+//! letters, backfill progress, subscriber state and the confirmed LSN), behind the [`Store`]
+//! trait whose doc comment is the contract, and the ack tracker that decides what may be
+//! confirmed.
 //!
-//! Storing an event here settles it: the ack tracker may then confirm its LSN to Postgres,
-//! because the event no longer needs the WAL. Hence every write is durable when it returns
-//! (`synchronous=FULL`) and atomic (one transaction per call, however many events it takes).
-//! The store knows no HTTP and never talks to Postgres; the dispatcher decides what to store.
+//! Storing an event settles it: the ack tracker may then confirm its LSN to Postgres, because
+//! the event no longer needs the WAL. The store knows no HTTP and never talks to the source;
+//! the delivery worker decides what to store.
 //!
-//! Order per key is kept here, not by the caller: see [`Store::due`] and [`Store::must_hold`].
+//! Backends: [`SqliteStore`] (one file, the default). The contract tests in `contract/` are
+//! written once and run against each backend.
 
 mod ack;
 mod backfills;
+#[cfg(test)]
+pub(crate) mod contract;
 mod dead_letters;
 mod error;
 mod millis;
 mod pending;
-mod schema;
-mod shared;
+mod periodic;
+mod sqlite;
 mod store;
 mod subscribers;
 
@@ -25,9 +29,7 @@ pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 pub use error::StateError;
 pub use millis::UnixMillis;
 pub use pending::{Failure, PendingEvent, PendingInsert, Retry};
-pub use shared::{with_store, PeriodicWrite};
-pub use store::Store;
+pub use periodic::PeriodicWrite;
+pub use sqlite::SqliteStore;
+pub use store::{BackfillProgress, Store};
 pub use subscribers::{LastError, SubscriberStatus};
-
-#[cfg(test)]
-mod tests;

@@ -1,205 +1,202 @@
-//! Opening the store, running work in transactions, and the checkpoint.
+//! The store trait: what walhook must remember across restarts, and the contract every
+//! backend keeps. SQLite ([`super::SqliteStore`]) is the first; the contract tests
+//! (`state/contract/`) are written once and run against each.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use async_trait::async_trait;
 
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, MAIN_DB,
-};
-
+use super::backfills::{Backfill, NewBackfill};
+use super::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 use super::error::StateError;
-use super::schema::{self, Refusal};
-use crate::model::Lsn;
+use super::millis::UnixMillis;
+use super::pending::{Failure, PendingEvent, PendingInsert, Retry};
+use super::subscribers::SubscriberStatus;
+use crate::model::{Event, Lsn};
 
-/// How long a write waits for another process (`walhook dead-letters replay` next to a running
-/// `walhook run`) to release the file's write lock before failing with [`StateError::Busy`].
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The embedded store: events held for a later attempt, dead letters, subscriber state and the
-/// confirmed LSN, in one SQLite file.
+/// Where walhook keeps events held for a later attempt, dead letters, backfill progress,
+/// subscriber state and the confirmed LSN.
 ///
-/// Durability: every method that writes runs in one transaction and returns only after it is
-/// committed with `synchronous=FULL`, so what it stored survives a crash or power loss from
-/// then on; if it fails, it changed nothing.
+/// # Durability
+/// Storing an event settles it: the ack tracker may then confirm its LSN to Postgres, and the
+/// WAL that held it may be gone. So every method that writes is durable when it returns (it
+/// survives a crash or a power loss from then on) and atomic: one call is one transaction,
+/// however many events it takes; if it fails, it changed nothing.
 ///
-/// Concurrency: a `Store` owns one SQLite connection. It is `Send` but not `Sync`: give it to a
-/// dedicated thread, or share it as `Arc<std::sync::Mutex<Store>>` and call it from
-/// `spawn_blocking` (never hold the guard across an `.await`). Calls are synchronous and may
-/// wait on the disk. Other processes may open the same file at the same time (the file is in
-/// WAL mode, so readers such as `walhook status` never block the writer); two writers wait up
-/// to 5 s for each other.
-pub struct Store {
-    pub(super) conn: Connection,
-    /// For error messages; `:memory:` for an in-memory store.
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Store {
-    /// Opens the store at `path`, creating the file (not its directory) if it is missing, and
-    /// brings its schema up to date.
-    ///
-    /// Fails with [`StateError::MissingDirectory`] if the directory is missing,
-    /// [`StateError::Open`] if the file cannot be written, [`StateError::Corrupt`] if it is not
-    /// a walhook state file, and [`StateError::NewerSchema`] if a later walhook wrote it.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store, StateError> {
-        let path = path.as_ref().to_path_buf();
-        check_directory(&path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags)
-            .map_err(|e| StateError::from_sqlite(path.clone(), "open", e))?;
-        // SQLite quietly opens a write-protected file read-only; refuse it now rather than at
-        // the first event that needs storing.
-        let read_only = conn
-            .is_readonly(MAIN_DB)
-            .map_err(|e| StateError::from_sqlite(path.clone(), "open", e))?;
-        if read_only {
-            return Err(StateError::Open { path, source: None });
-        }
-        Store::init(conn, path, true)
-    }
-
-    /// A store that lives only as long as this value: for tests.
-    pub fn open_in_memory() -> Result<Store, StateError> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory()
-            .map_err(|e| StateError::from_sqlite(path.clone(), "open", e))?;
-        Store::init(conn, path, false)
-    }
-
-    fn init(mut conn: Connection, path: PathBuf, on_disk: bool) -> Result<Store, StateError> {
-        let fail = |e| StateError::from_sqlite(path.clone(), "open", e);
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-        // The first statement reads the header: a file that is not SQLite fails here.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(fail)?;
-        if on_disk && !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                path = %path.display(),
-                journal_mode = %mode,
-                "state file cannot use WAL mode (network filesystem?); it stays durable, \
-                 but readers such as `walhook status` may wait for writers"
-            );
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(fail)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        match schema::migrate(&mut conn).map_err(fail)? {
-            Ok(()) => Ok(Store { conn, path }),
-            Err(Refusal::NotOurs(what)) => Err(StateError::Corrupt {
-                path,
-                what,
-                source: None,
-            }),
-            Err(Refusal::Newer(found)) => Err(StateError::NewerSchema {
-                path,
-                found,
-                supported: schema::SCHEMA_VERSION,
-            }),
-        }
-    }
-
-    /// Runs `work` in one transaction that holds the write lock from its start, and commits.
-    /// On any error the transaction rolls back, leaving the store as it was.
-    pub(super) fn write<T>(
-        &mut self,
-        op: &'static str,
-        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T, StateError> {
-        let result = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .and_then(|tx| {
-                let value = work(&tx)?;
-                tx.commit()?;
-                Ok(value)
-            });
-        result.map_err(|e| StateError::from_sqlite(self.path.clone(), op, e))
-    }
-
-    /// Runs `work` in one read transaction, so what it reads is one consistent snapshot.
-    pub(super) fn read<T>(
-        &self,
-        op: &'static str,
-        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StateError> {
-        let result = self.conn.unchecked_transaction().and_then(|tx| {
-            let value = work(&tx)?;
-            tx.finish()?;
-            Ok(value)
-        });
-        result.map_err(|e| StateError::from_sqlite(self.path.clone(), op, e))
-    }
-
-    /// Records that Postgres may forget WAL up to `lsn`, and returns the checkpoint now stored.
-    ///
-    /// Never moves the checkpoint backward: the stored value becomes the larger of `lsn` and
-    /// what was stored, so a late or repeated call with an older LSN is harmless.
-    pub fn save_confirmed(&mut self, lsn: Lsn) -> Result<Lsn, StateError> {
-        self.write("save the confirmed LSN", |tx| {
-            let stored = read_confirmed(tx)?;
-            let keep = stored.map_or(lsn, |stored| stored.max(lsn));
-            if stored != Some(keep) {
-                tx.prepare_cached(
-                    "INSERT INTO checkpoint (id, confirmed_lsn) VALUES (0, ?1)
-                     ON CONFLICT (id) DO UPDATE SET confirmed_lsn = excluded.confirmed_lsn",
-                )?
-                .execute([schema::lsn_to_sql(keep)])?;
-            }
-            Ok(keep)
-        })
-    }
+/// # Order per key
+/// Held events of one (subscriber, key) go out in the order they were stored; only the oldest
+/// (the key's *head*) may be attempted. A barrier (a truncate, or an update that changed its
+/// row's primary key: [`Event::is_truncate`]) holds its table: it becomes due only when no
+/// earlier event of its table is held, and no later event of its table is due while it is
+/// held. [`Store::due`] returns only what these rules allow, and [`Store::must_hold`] says when
+/// a live event must be stored behind held ones; callers never reimplement them.
+///
+/// # Progress
+/// Progress never moves backward: [`Store::save_confirmed`] keeps the larger LSN, whatever
+/// order calls arrive in.
+///
+/// # Concurrency
+/// Methods take `&self` and may be called from many tasks at once; each call is atomic on its
+/// own, and calls from one task take effect in the order they were made. A call never blocks a
+/// runtime thread: a backend that must wait on a disk does it on a thread of its own. Other
+/// processes (`walhook dead-letters replay`, `walhook backfill`) may use the same store at the
+/// same time.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Records that Postgres may forget WAL up to `lsn`; returns the checkpoint now stored,
+    /// the larger of `lsn` and what was stored.
+    async fn save_confirmed(&self, lsn: Lsn) -> Result<Lsn, StateError>;
 
     /// The last confirmed LSN, if one was ever saved.
-    pub fn confirmed(&self) -> Result<Option<Lsn>, StateError> {
-        self.read("read the confirmed LSN", read_confirmed)
-    }
+    async fn confirmed(&self) -> Result<Option<Lsn>, StateError>;
+
+    /// Holds `items` for `subscriber`, after everything already held, in the order given.
+    /// Returns how many were new.
+    ///
+    /// Idempotent: an event whose id is already held for this subscriber (read again from the
+    /// slot after a crash) keeps its place and its attempts; the new copy is ignored. An event
+    /// that was delivered or dead-lettered is not remembered, so storing it again holds it
+    /// again (at least once).
+    async fn store_pending(
+        &self,
+        subscriber: &str,
+        items: Vec<PendingInsert>,
+    ) -> Result<usize, StateError>;
+
+    /// Up to `limit` held events of `subscriber` that may be attempted now: heads of their
+    /// keys, with `next_attempt_at <= now`, not behind a barrier. The most overdue first, ties
+    /// in the order they were stored.
+    ///
+    /// Nothing is leased: until the caller reschedules, removes or dead-letters an event, the
+    /// next call returns it again, so a caller skips the ids it has in flight.
+    async fn due(
+        &self,
+        subscriber: &str,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StateError>;
+
+    /// When the earliest head of `subscriber` is next due (possibly in the past), to sleep
+    /// until then instead of polling; `None` if nothing is held. A head behind a barrier
+    /// counts, so this may be earlier than what [`Store::due`] then returns.
+    async fn next_due_at(&self, subscriber: &str) -> Result<Option<UnixMillis>, StateError>;
+
+    /// Whether a live `event` for `subscriber` must be stored behind held events instead of
+    /// being sent: its key has a held event, its table has a held barrier, or it is a barrier
+    /// and its table has any held event.
+    async fn must_hold(&self, subscriber: &str, event: &Event) -> Result<bool, StateError>;
+
+    /// Records failed attempts and when to try each again. The first failure time is kept
+    /// from the first failure. Returns how many of the ids were held (others are ignored).
+    async fn reschedule(&self, subscriber: &str, retries: Vec<Retry>) -> Result<usize, StateError>;
+
+    /// Forgets delivered events; the next event of each key becomes its head. Returns how
+    /// many were held.
+    async fn remove_pending(&self, subscriber: &str, ids: Vec<String>)
+        -> Result<usize, StateError>;
+
+    /// Moves held events given up on to the dead letters; the next event of each key becomes
+    /// its head. Returns how many were held (others are ignored). An event already
+    /// dead-lettered for this subscriber is replaced.
+    async fn move_to_dead_letters(
+        &self,
+        subscriber: &str,
+        failures: Vec<Failure>,
+    ) -> Result<usize, StateError>;
+
+    /// Dead-letters live events that were never held. An event already dead-lettered for
+    /// this subscriber is replaced. Returns how many were stored.
+    async fn store_dead_letters(
+        &self,
+        subscriber: &str,
+        items: Vec<DeadLetterInsert>,
+    ) -> Result<usize, StateError>;
+
+    /// Up to `limit` dead letters matching `filter`, oldest first.
+    async fn list_dead_letters(
+        &self,
+        filter: DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StateError>;
+
+    async fn count_dead_letters(&self, filter: DeadLetterFilter) -> Result<u64, StateError>;
+
+    /// Puts the dead letters matching `filter` back among the held events, behind what their
+    /// key holds, due at `now`, with fresh attempts; among themselves in commit order. An event
+    /// held again meanwhile keeps its place. Returns how many were replayed.
+    async fn replay_dead_letters(
+        &self,
+        filter: DeadLetterFilter,
+        now: UnixMillis,
+    ) -> Result<usize, StateError>;
+
+    /// Deletes the dead letters matching `filter`; returns how many.
+    async fn discard_dead_letters(&self, filter: DeadLetterFilter) -> Result<usize, StateError>;
+
+    /// Records a backfill request as pending; returns its id.
+    async fn request_backfill(&self, new: NewBackfill, now: UnixMillis) -> Result<i64, StateError>;
+
+    async fn backfill(&self, id: i64) -> Result<Option<Backfill>, StateError>;
+
+    /// Backfills running or pending: running ones first, then in the order requested.
+    async fn active_backfills(&self) -> Result<Vec<Backfill>, StateError>;
+
+    /// Marks a backfill running (keeping its first start time).
+    async fn start_backfill(&self, id: i64, now: UnixMillis) -> Result<(), StateError>;
+
+    /// Records that every row up to `last_key` was read and its events settled, and which
+    /// rows it passed must be read again (`reread`, primary keys as JSON array texts);
+    /// `waiting` replaces what was recorded as waited for.
+    async fn save_backfill_progress(
+        &self,
+        id: i64,
+        progress: BackfillProgress,
+        now: UnixMillis,
+    ) -> Result<(), StateError>;
+
+    /// Records what a running backfill waits for (`None`: nothing), leaving its progress and
+    /// `updated_at` alone.
+    async fn set_backfill_waiting(
+        &self,
+        id: i64,
+        waiting: Option<String>,
+    ) -> Result<(), StateError>;
+
+    /// Forgets what every backfill waits for (walhook stops: they wait for the next run).
+    async fn clear_backfill_waits(&self) -> Result<(), StateError>;
+
+    /// Marks a backfill done (`error` `None`) or failed.
+    async fn finish_backfill(
+        &self,
+        id: i64,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(), StateError>;
+
+    /// Pauses delivery to `subscriber` with the reason to show, or resumes it (`None`).
+    async fn set_paused(&self, subscriber: &str, reason: Option<String>) -> Result<(), StateError>;
+
+    /// Records the latest delivery to `subscriber` (for `walhook status`).
+    async fn record_success(&self, subscriber: &str, at: UnixMillis) -> Result<(), StateError>;
+
+    /// Records a failed attempt (for `walhook status`).
+    async fn record_error(
+        &self,
+        subscriber: &str,
+        at: UnixMillis,
+        text: String,
+    ) -> Result<(), StateError>;
+
+    /// What the store holds for `subscriber`; empty counts for one it never heard of.
+    async fn subscriber_status(&self, subscriber: &str) -> Result<SubscriberStatus, StateError>;
+
+    /// Every subscriber the store holds anything for, by name.
+    async fn status(&self) -> Result<Vec<SubscriberStatus>, StateError>;
 }
 
-fn read_confirmed(conn: &Connection) -> rusqlite::Result<Option<Lsn>> {
-    conn.prepare_cached("SELECT confirmed_lsn FROM checkpoint WHERE id = 0")?
-        .query_row([], |r| r.get(0))
-        .optional()
-        .map(|v| v.map(schema::lsn_from_sql))
-}
-
-/// SQLite's own message for a missing directory is "unable to open database file"; name the
-/// directory and the fix instead.
-fn check_directory(path: &Path) -> Result<(), StateError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let missing = || StateError::MissingDirectory {
-        path: path.to_path_buf(),
-        dir: dir.to_path_buf(),
-    };
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(missing()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Err(missing())
-        }
-        Err(source) => Err(StateError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        }),
-    }
+/// A backfill's saved progress: see [`Store::save_backfill_progress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackfillProgress {
+    pub last_key: Option<String>,
+    pub reread: Vec<String>,
+    pub rows_done: u64,
+    pub waiting: Option<String>,
 }

@@ -137,7 +137,7 @@ async fn a_backfill_behind_a_stream_backlog_says_what_it_waits_for() {
         "the backlog was not delivered yet"
     );
     // AND the backfill's state row and `walhook status` say the same
-    let row = backfill_in(&dir, 1).unwrap();
+    let row = backfill_in(&dir, 1).await.unwrap();
     let waiting = row.waiting.expect("a wait recorded in the state row");
     assert!(
         waiting.starts_with("waiting for the stream to reach the chunk (walhook is "),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use walhook::state::Store;
+use walhook::state::{SqliteStore, Store};
 
 use super::harness::{
     check, confirmed, current_lsn, db_with_items, deliveries, fresh_dir, only_redeliveries,
@@ -218,9 +218,10 @@ async fn a_full_disk_stops_confirming_and_nothing_is_lost_once_there_is_room() {
     let slot = wait_inactive(&client, db.name()).await.unwrap();
     let expected = oracle.expected(&client).await;
     let settled = expected.iter().filter(|e| e.commit_lsn < slot).count();
-    let held = Store::open(&state)
+    let held = SqliteStore::open(&state)
         .unwrap()
         .subscriber_status("s")
+        .await
         .unwrap()
         .pending;
     assert!(

@@ -162,10 +162,10 @@ fn eta_none(last: Option<Lsn>) -> Option<Duration> {
 
 #[tokio::test]
 async fn a_wait_is_recorded_after_two_seconds_at_most_once_a_second() {
-    let mut store = Store::open_in_memory().unwrap();
+    let store: Arc<dyn Store> = Arc::new(crate::state::SqliteStore::open_in_memory().unwrap());
     let id = store
         .request_backfill(
-            &crate::state::NewBackfill {
+            crate::state::NewBackfill {
                 table: "public.orders".into(),
                 subscribers: vec!["app".into()],
                 where_sql: None,
@@ -175,36 +175,36 @@ async fn a_wait_is_recorded_after_two_seconds_at_most_once_a_second() {
             },
             crate::state::UnixMillis(1),
         )
+        .await
         .unwrap();
-    let store = Arc::new(Mutex::new(store));
-    let recorded = || with_store(&store, |s| s.backfill(id).unwrap().unwrap().waiting);
+    let recorded = || async { store.backfill(id).await.unwrap().unwrap().waiting };
     let mut notes = Notes::new(id, store.clone());
     let wait = Wait::Rate { rate: 5 };
     // A short wait says nothing.
-    notes.offer(Some(&wait), Duration::from_secs(1));
-    assert_eq!(recorded(), None);
+    notes.offer(Some(&wait), Duration::from_secs(1)).await;
+    assert_eq!(recorded().await, None);
     // A long one is recorded...
-    notes.offer(Some(&wait), Duration::from_secs(2));
+    notes.offer(Some(&wait), Duration::from_secs(2)).await;
     assert_eq!(
-        recorded().as_deref(),
+        recorded().await.as_deref(),
         Some("pausing to keep to --rate 5 rows/s")
     );
     // ...and changes no sooner than a second later.
     let other = Wait::Rate { rate: 6 };
-    notes.offer(Some(&other), Duration::from_secs(3));
+    notes.offer(Some(&other), Duration::from_secs(3)).await;
     assert_eq!(
-        recorded().as_deref(),
+        recorded().await.as_deref(),
         Some("pausing to keep to --rate 5 rows/s")
     );
     let a_second_ago = || Some(Instant::now() - WRITE_EVERY);
     notes.written_at = a_second_ago();
-    notes.offer(Some(&other), Duration::from_secs(3));
+    notes.offer(Some(&other), Duration::from_secs(3)).await;
     assert_eq!(
-        recorded().as_deref(),
+        recorded().await.as_deref(),
         Some("pausing to keep to --rate 6 rows/s")
     );
     // A pause that ends clears it.
     notes.written_at = a_second_ago();
     notes.pause(Duration::from_millis(100), wait).await;
-    assert_eq!(recorded(), None);
+    assert_eq!(recorded().await, None);
 }

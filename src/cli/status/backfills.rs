@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{Backfill, Store, UnixMillis};
+use crate::state::{Backfill, UnixMillis};
 
 use super::{ago, opt_time};
 
@@ -51,12 +51,16 @@ impl From<Backfill> for BackfillReport {
 
 /// The active backfills; none if the state file is missing or unreadable (the state section
 /// says why).
-pub(super) fn read(config: &Config) -> Vec<BackfillReport> {
+pub(super) async fn read(config: &Config) -> Vec<BackfillReport> {
     if !config.state.path.try_exists().unwrap_or(false) {
         return Vec::new();
     }
-    Store::open(&config.state.path)
-        .and_then(|store| store.active_backfills())
+    let Ok(store) = crate::app::open_state(config) else {
+        return Vec::new();
+    };
+    store
+        .active_backfills()
+        .await
         .map(|active| active.into_iter().map(BackfillReport::from).collect())
         .unwrap_or_default()
 }

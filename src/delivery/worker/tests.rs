@@ -7,7 +7,7 @@ use super::*;
 use crate::config::RetryConfig;
 use crate::model::Lsn;
 use crate::model::TxnId;
-use crate::state::{AckTracker, DeadLetterFilter, Store, UnixMillis};
+use crate::state::{AckTracker, DeadLetterFilter, SqliteStore, Store, UnixMillis};
 
 const SUBSCRIBER: &str = "s";
 /// Long enough that nothing stored is retried while a test runs.
@@ -39,7 +39,7 @@ impl Sink for ScriptedSink {
 }
 
 struct Harness {
-    store: Arc<Mutex<Store>>,
+    store: Arc<dyn Store>,
     sent: Arc<Mutex<Vec<Vec<String>>>>,
     jobs: Option<mpsc::Sender<Job>>,
     settled: mpsc::UnboundedReceiver<Vec<TxnId>>,
@@ -49,10 +49,9 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(batch_size: usize, outcomes: &[(&str, Outcome)]) -> Self {
-        let store = Arc::new(Mutex::new(
-            Store::open_in_memory().expect("an in-memory store"),
-        ));
+    async fn start(batch_size: usize, outcomes: &[(&str, Outcome)]) -> Self {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = ScriptedSink {
             outcomes: outcomes
@@ -82,7 +81,9 @@ impl Harness {
             store: store.clone(),
             settled: settled_tx,
         };
-        let worker = Worker::new(config, sink, ctx).expect("the worker starts");
+        let worker = Worker::new(config, sink, ctx)
+            .await
+            .expect("the worker starts");
         let (jobs, rx) = mpsc::channel(64);
         Self {
             store,
@@ -152,8 +153,8 @@ impl Harness {
         self.sent.lock().expect("not poisoned").clone()
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().expect("not poisoned")
+    fn store(&self) -> &dyn Store {
+        &*self.store
     }
 }
 
@@ -165,7 +166,7 @@ fn batch(ids: &[&str]) -> Vec<String> {
 async fn a_failing_key_goes_to_the_store_with_its_later_events_while_other_keys_flow_in_order() {
     // GIVEN a receiver that asks key 1 to come back in an hour and takes key 2
     let retry = Outcome::Retry { after: Some(HOUR) };
-    let mut h = Harness::start(1, &[("t:[1]", retry)]);
+    let mut h = Harness::start(1, &[("t:[1]", retry)]).await;
 
     // WHEN two events of key 1 and three of key 2 arrive, interleaved
     let mut txns = vec![
@@ -193,14 +194,14 @@ async fn a_failing_key_goes_to_the_store_with_its_later_events_while_other_keys_
 
     // and the store holds a1 with its failed attempt, a2 behind it
     let store = h.store();
-    let status = store.subscriber_status(SUBSCRIBER).unwrap();
+    let status = store.subscriber_status(SUBSCRIBER).await.unwrap();
     assert_eq!(status.pending, 2);
     assert_eq!(
         status.last_error.map(|e| e.text).as_deref(),
         Some("scripted failure")
     );
     let far = UnixMillis::now().saturating_add(2 * HOUR);
-    let heads = store.due(SUBSCRIBER, far, 10).unwrap();
+    let heads = store.due(SUBSCRIBER, far, 10).await.unwrap();
     assert_eq!(heads.len(), 1, "only the key's head is due: {heads:?}");
     assert_eq!(heads[0].event.id, "a1");
     assert_eq!(heads[0].attempts, 1);
@@ -209,6 +210,7 @@ async fn a_failing_key_goes_to_the_store_with_its_later_events_while_other_keys_
     assert!(
         store
             .due(SUBSCRIBER, UnixMillis::now(), 10)
+            .await
             .unwrap()
             .is_empty(),
         "not before an hour"
@@ -221,7 +223,7 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
     let gone = Outcome::Gone {
         reason: "gone for good".to_string(),
     };
-    let mut h = Harness::start(1, &[("t:[1]", gone)]);
+    let mut h = Harness::start(1, &[("t:[1]", gone)]).await;
 
     // WHEN an event of key 1 is sent, then two of key 2
     let first = h.send("a1", "t:[1]").await;
@@ -234,15 +236,15 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
     h.stop().await;
     assert_eq!(h.batches(), [batch(&["a1"])]);
     let store = h.store();
-    let status = store.subscriber_status(SUBSCRIBER).unwrap();
+    let status = store.subscriber_status(SUBSCRIBER).await.unwrap();
     assert_eq!(status.paused.as_deref(), Some("gone for good"));
     assert_eq!(status.pending, 2);
     assert_eq!(status.dead_letters, 1);
     let filter = DeadLetterFilter {
-        subscriber: Some(SUBSCRIBER),
+        subscriber: Some(SUBSCRIBER.to_string()),
         id: None,
     };
-    let dead = store.list_dead_letters(filter, 10).unwrap();
+    let dead = store.list_dead_letters(filter, 10).await.unwrap();
     assert_eq!(dead[0].event.id, "a1");
     assert_eq!(dead[0].last_status, Some(503));
     assert_eq!(dead[0].last_error.as_deref(), Some("scripted failure"));
@@ -251,7 +253,7 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
 #[tokio::test]
 async fn full_batches_go_at_once_and_a_partial_one_after_batch_wait() {
     // GIVEN batches of 3
-    let mut h = Harness::start(3, &[]);
+    let mut h = Harness::start(3, &[]).await;
 
     // WHEN five events of five keys arrive together
     let mut txns = Vec::new();
@@ -273,13 +275,20 @@ async fn full_batches_go_at_once_and_a_partial_one_after_batch_wait() {
         h.batches(),
         [batch(&["e1", "e2", "e3"]), batch(&["e4", "e5"])]
     );
-    assert_eq!(h.store().subscriber_status(SUBSCRIBER).unwrap().pending, 0);
+    assert_eq!(
+        h.store()
+            .subscriber_status(SUBSCRIBER)
+            .await
+            .unwrap()
+            .pending,
+        0
+    );
 }
 
 #[tokio::test]
 async fn a_truncate_goes_out_after_its_tables_earlier_events_and_before_its_later_ones() {
     // GIVEN a receiver that takes everything, one event per request
-    let mut h = Harness::start(1, &[]);
+    let mut h = Harness::start(1, &[]).await;
 
     // WHEN two rows, a truncate and two more rows of the table arrive together
     let mut txns = vec![

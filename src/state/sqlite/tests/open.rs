@@ -1,17 +1,41 @@
-use super::{event, hold, memory, TempDir};
-use crate::state::schema::SCHEMA_VERSION;
-use crate::state::{PendingInsert, StateError, Store, UnixMillis};
+use std::sync::Arc;
+
+use super::super::db::Db;
+use super::super::schema::SCHEMA_VERSION;
+use super::TempDir;
+use crate::model::{Event, Lsn};
+use crate::state::{PendingInsert, SqliteStore, StateError, UnixMillis};
 
 #[test]
-fn store_is_send() {
-    fn assert_send<T: Send>() {}
-    assert_send::<Store>();
+fn the_store_can_be_shared_between_tasks() {
+    fn assert_shared<T: Send + Sync>() {}
+    assert_shared::<SqliteStore>();
+}
+
+fn event(n: u64) -> Event {
+    Event {
+        id: format!("evt_{n:016X}_0"),
+        event_type: "row.changed".to_string(),
+        key: format!("public.t:{n}"),
+        table: "public.t".to_string(),
+        body: format!(r#"{{"n":{n}}}"#),
+        commit_lsn: Lsn(0x1_0000_0000 + n),
+        commit_time_micros: 1_700_000_000_000_000,
+        is_truncate: false,
+    }
+}
+
+fn held(events: &[Event]) -> Vec<PendingInsert> {
+    events
+        .iter()
+        .map(|e| PendingInsert::held(Arc::new(e.clone()), UnixMillis(0)))
+        .collect()
 }
 
 #[test]
 fn a_new_file_gets_the_schema_wal_mode_and_full_sync() {
     let dir = TempDir::new();
-    let store = Store::open(dir.path().join("state.db")).expect("open");
+    let store = Db::open(dir.path().join("state.db")).expect("open");
     let pragma = |name: &str| -> String {
         store
             .conn
@@ -24,14 +48,14 @@ fn a_new_file_gets_the_schema_wal_mode_and_full_sync() {
     assert_eq!(pragma("user_version"), format!("Integer({SCHEMA_VERSION})"));
     drop(store);
     // Reopening an up-to-date file changes nothing and works.
-    Store::open(dir.path().join("state.db")).expect("reopen");
+    Db::open(dir.path().join("state.db")).expect("reopen");
 }
 
 #[test]
 fn a_missing_directory_is_named_with_the_fix() {
     let dir = TempDir::new();
     let path = dir.path().join("no-such-dir").join("state.db");
-    let err = Store::open(&path).expect_err("must fail");
+    let err = Db::open(&path).expect_err("must fail");
     assert!(
         matches!(err, StateError::MissingDirectory { .. }),
         "{err:?}"
@@ -49,7 +73,7 @@ fn a_missing_directory_is_named_with_the_fix() {
 fn a_file_where_the_directory_should_be_is_refused() {
     let dir = TempDir::new();
     std::fs::write(dir.path().join("file"), "x").expect("write");
-    let err = Store::open(dir.path().join("file").join("state.db")).expect_err("must fail");
+    let err = Db::open(dir.path().join("file").join("state.db")).expect_err("must fail");
     assert!(
         matches!(err, StateError::MissingDirectory { .. }),
         "{err:?}"
@@ -61,7 +85,7 @@ fn a_directory_where_the_file_should_be_cannot_be_opened() {
     let dir = TempDir::new();
     let path = dir.path().join("state.db");
     std::fs::create_dir(&path).expect("mkdir");
-    let err = Store::open(&path).expect_err("must fail");
+    let err = Db::open(&path).expect_err("must fail");
     assert!(matches!(err, StateError::Open { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
@@ -77,7 +101,7 @@ fn a_file_that_is_not_sqlite_is_corrupt() {
     let dir = TempDir::new();
     let path = dir.path().join("state.db");
     std::fs::write(&path, vec![0x5a_u8; 8192]).expect("write");
-    let err = Store::open(&path).expect_err("must fail");
+    let err = Db::open(&path).expect_err("must fail");
     assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("not an SQLite database"), "{err}");
 }
@@ -91,7 +115,7 @@ fn another_applications_database_is_refused() {
         .execute_batch("CREATE TABLE users (id INTEGER)")
         .expect("create");
     drop(other);
-    let err = Store::open(&path).expect_err("must fail");
+    let err = Db::open(&path).expect_err("must fail");
     assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("another application"), "{err}");
 }
@@ -100,13 +124,13 @@ fn another_applications_database_is_refused() {
 fn a_newer_schema_is_refused() {
     let dir = TempDir::new();
     let path = dir.path().join("state.db");
-    let store = Store::open(&path).expect("open");
+    let store = Db::open(&path).expect("open");
     store
         .conn
         .pragma_update(None, "user_version", 99)
         .expect("bump");
     drop(store);
-    let err = Store::open(&path).expect_err("must fail");
+    let err = Db::open(&path).expect_err("must fail");
     assert!(
         matches!(err, StateError::NewerSchema { found: 99, supported, .. } if supported == SCHEMA_VERSION),
         "{err:?}"
@@ -117,11 +141,9 @@ fn a_newer_schema_is_refused() {
 /// committed before stays, and the store keeps working once there is room.
 #[test]
 fn a_full_disk_is_an_error_and_loses_nothing() {
-    let mut store = memory();
-    let kept: Vec<_> = (0..10)
-        .map(|n| event(n, "public.t", &n.to_string()))
-        .collect();
-    hold(&mut store, "s", &kept, 0);
+    let mut store = Db::open_in_memory().expect("open");
+    let kept: Vec<_> = (0..10).map(event).collect();
+    store.store_pending("s", &held(&kept)).expect("store");
 
     let pages: i64 = store
         .conn
@@ -131,21 +153,17 @@ fn a_full_disk_is_an_error_and_loses_nothing() {
         .conn
         .pragma_update(None, "max_page_count", pages + 2)
         .expect("cap the file");
-    let big: Vec<_> = (100..2_100)
-        .map(|n| event(n, "public.t", &n.to_string()))
-        .collect();
-    let items: Vec<_> = big
-        .iter()
-        .map(|e| PendingInsert::held(e, UnixMillis(0)))
-        .collect();
-    let err = store.store_pending("s", &items).expect_err("must fail");
+    let big: Vec<_> = (100..2_100).map(event).collect();
+    let err = store
+        .store_pending("s", &held(&big))
+        .expect_err("must fail");
     assert!(matches!(err, StateError::DiskFull { .. }), "{err:?}");
     assert!(err.to_string().contains("free space"), "{err}");
 
     assert_eq!(store.subscriber_status("s").expect("status").pending, 10);
     assert_eq!(
         store
-            .remove_pending("s", &[kept[0].id.as_str()])
+            .remove_pending("s", &[kept[0].id.clone()])
             .expect("remove"),
         1
     );

@@ -4,9 +4,11 @@
 //! in `PRAGMA user_version`. Version N is reached by applying `MIGRATIONS[..N]` in order; a
 //! later walhook appends to `MIGRATIONS` and never edits an entry that has shipped.
 
-use rusqlite::{Connection, Row, Statement, TransactionBehavior};
+use rusqlite::types::{FromSql, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, Row, Statement, ToSql, TransactionBehavior};
 
 use crate::model::{Event, Lsn};
+use crate::state::UnixMillis;
 
 /// "WHKS" (walhook state) in the SQLite header, so another application's file is refused.
 const APPLICATION_ID: i64 = 0x5748_4B53;
@@ -229,6 +231,18 @@ pub(super) fn event_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Event
 pub(super) fn count(row: &Row<'_>) -> rusqlite::Result<u64> {
     let n: i64 = row.get(0)?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+impl ToSql for UnixMillis {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl FromSql for UnixMillis {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(UnixMillis)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,167 @@
+use super::{event, hold, Backend};
+use crate::model::Lsn;
+use crate::state::{Failure, LastError, SubscriberStatus, UnixMillis};
+
+pub(crate) async fn the_checkpoint_never_moves_backward_and_survives_reopening(
+    backend: &dyn Backend,
+) {
+    {
+        let store = backend.open().await;
+        assert_eq!(store.confirmed().await.expect("read"), None);
+        assert_eq!(
+            store
+                .save_confirmed(Lsn(0x16_B374_D848))
+                .await
+                .expect("save"),
+            Lsn(0x16_B374_D848)
+        );
+        assert_eq!(
+            store.save_confirmed(Lsn(0x10)).await.expect("save"),
+            Lsn(0x16_B374_D848)
+        );
+        assert_eq!(
+            store.confirmed().await.expect("read"),
+            Some(Lsn(0x16_B374_D848))
+        );
+    }
+    let store = backend.open().await;
+    assert_eq!(
+        store.confirmed().await.expect("read"),
+        Some(Lsn(0x16_B374_D848))
+    );
+    // The whole u64 range round-trips, and compares as unsigned.
+    assert_eq!(
+        store.save_confirmed(Lsn(u64::MAX)).await.expect("save"),
+        Lsn(u64::MAX)
+    );
+    assert_eq!(
+        store.save_confirmed(Lsn(1)).await.expect("save"),
+        Lsn(u64::MAX)
+    );
+    assert_eq!(store.confirmed().await.expect("read"), Some(Lsn(u64::MAX)));
+}
+
+pub(crate) async fn an_unknown_subscriber_has_an_empty_status(backend: &dyn Backend) {
+    let store = backend.open().await;
+    assert_eq!(
+        store.subscriber_status("nobody").await.expect("status"),
+        SubscriberStatus {
+            name: "nobody".to_string(),
+            pending: 0,
+            oldest_pending_commit_at: None,
+            dead_letters: 0,
+            paused: None,
+            last_success_at: None,
+            last_error: None,
+        }
+    );
+    assert!(store.status().await.expect("status").is_empty());
+}
+
+pub(crate) async fn status_counts_per_subscriber(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let events: Vec<_> = (1..=4)
+        .map(|n| event(n, "public.t", &n.to_string()))
+        .collect();
+    hold(&*store, "billing", &events[1..], 0).await;
+    hold(&*store, "billing", &events[..1], 0).await;
+    let failure = Failure {
+        id: events[3].id.clone(),
+        attempts: 1,
+        at: UnixMillis(9),
+        status: Some(404),
+        error: None,
+    };
+    store
+        .move_to_dead_letters("billing", vec![failure])
+        .await
+        .expect("move");
+    store
+        .set_paused(
+            "billing",
+            Some("410 Gone from https://billing.internal/hooks".to_string()),
+        )
+        .await
+        .expect("pause");
+    store
+        .record_success("billing", UnixMillis(50))
+        .await
+        .expect("success");
+    store
+        .record_error("billing", UnixMillis(60), "connection refused".to_string())
+        .await
+        .expect("error");
+    store
+        .record_error("billing", UnixMillis(70), "timed out after 10s".to_string())
+        .await
+        .expect("error");
+    store
+        .record_success("search", UnixMillis(80))
+        .await
+        .expect("success");
+
+    let status = store.status().await.expect("status");
+    assert_eq!(
+        status,
+        [
+            SubscriberStatus {
+                name: "billing".to_string(),
+                pending: 3,
+                // events[0] was stored last but committed first.
+                oldest_pending_commit_at: Some(UnixMillis::from_micros(
+                    events[0].commit_time_micros
+                )),
+                dead_letters: 1,
+                paused: Some("410 Gone from https://billing.internal/hooks".to_string()),
+                last_success_at: Some(UnixMillis(50)),
+                last_error: Some(LastError {
+                    at: UnixMillis(70),
+                    text: "timed out after 10s".to_string(),
+                }),
+            },
+            SubscriberStatus {
+                name: "search".to_string(),
+                pending: 0,
+                oldest_pending_commit_at: None,
+                dead_letters: 0,
+                paused: None,
+                last_success_at: Some(UnixMillis(80)),
+                last_error: None,
+            },
+        ]
+    );
+
+    store.set_paused("billing", None).await.expect("resume");
+    assert_eq!(
+        store
+            .subscriber_status("billing")
+            .await
+            .expect("read")
+            .paused,
+        None
+    );
+    assert_eq!(
+        store
+            .subscriber_status("billing")
+            .await
+            .expect("status")
+            .last_success_at,
+        Some(UnixMillis(50))
+    );
+}
+
+pub(crate) async fn a_pause_survives_reopening(backend: &dyn Backend) {
+    backend
+        .open()
+        .await
+        .set_paused("billing", Some("410 Gone".to_string()))
+        .await
+        .expect("pause");
+    let store = backend.open().await;
+    let paused = |name: &'static str| {
+        let store = store.clone();
+        async move { store.subscriber_status(name).await.expect("read").paused }
+    };
+    assert_eq!(paused("billing").await.as_deref(), Some("410 Gone"));
+    assert_eq!(paused("search").await, None);
+}
