@@ -50,8 +50,15 @@ impl<J: Ordered> Default for Order<J> {
 
 impl<J: Ordered> Order<J> {
     /// Whether `key` has a job queued or in flight.
+    #[cfg(test)]
     pub fn has_key(&self, key: &str) -> bool {
         self.keys.contains_key(key)
+    }
+
+    /// Whether a new `event` would wait behind a live job here: its key has a job queued or
+    /// in flight, or its table has a barrier waiting or in flight.
+    pub fn holds_back(&self, event: &Event) -> bool {
+        self.keys.contains_key(&event.key) || self.barriers.contains_key(&event.table)
     }
 
     /// Queues `job` after every job pushed before it: behind its key, or behind its table's

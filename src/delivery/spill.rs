@@ -109,8 +109,17 @@ impl Spill {
     }
 
     /// Whether a live `event` must be stored behind held events of its key or table instead
-    /// of being sent. Asks the store only while it may hold events of this subscriber.
+    /// of being sent: behind events on their way to the store (not written yet: the worker
+    /// takes a burst of jobs before it flushes), or behind what the store holds. Asks the
+    /// store only while it may hold events of this subscriber.
     pub async fn must_hold(&self, event: &Event) -> Result<bool, WorkerError> {
+        if self
+            .to_store
+            .iter()
+            .any(|(job, _)| event.must_follow(&job.event))
+        {
+            return Ok(true);
+        }
         if !self.has_events {
             return Ok(false);
         }

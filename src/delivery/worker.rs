@@ -178,9 +178,9 @@ impl<S: Sink> Worker<S> {
     /// Queues a live job, or stores it behind held events of its key or table.
     async fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
         // While the receiver is down, new keys go straight to the store; a key with a job still
-        // queued or in flight keeps this one behind it instead, since the store would retry it
-        // first.
-        let behind_live = self.order.has_key(&job.event.key);
+        // queued or in flight (or a table with a barrier) keeps this one behind it instead,
+        // since the store would retry it first.
+        let behind_live = self.order.holds_back(&job.event);
         let must_hold = self.paused.is_some()
             || (self.down && !behind_live)
             || self.spill.must_hold(&job.event).await?;

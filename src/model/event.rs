@@ -23,3 +23,45 @@ pub struct Event {
     /// ordering key (it goes after every earlier event of the table, before any later one).
     pub is_truncate: bool,
 }
+
+impl Event {
+    /// Whether this event must reach a subscriber after `earlier` (an event before it in
+    /// commit order): the order per key and the barriers of DESIGN.md "Delivery semantics".
+    /// Events of one key go in order; a barrier goes after every earlier event of its table
+    /// and before every later one.
+    pub fn must_follow(&self, earlier: &Event) -> bool {
+        self.key == earlier.key
+            || (self.table == earlier.table && (self.is_truncate || earlier.is_truncate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, table: &str, barrier: bool) -> Event {
+        Event {
+            id: String::new(),
+            event_type: String::new(),
+            key: key.to_string(),
+            table: table.to_string(),
+            body: String::new(),
+            commit_lsn: Lsn(0),
+            commit_time_micros: 0,
+            is_truncate: barrier,
+        }
+    }
+
+    #[test]
+    fn an_event_follows_its_keys_events_and_its_tables_barriers() {
+        let row = event("t:[1]", "t", false);
+        assert!(event("t:[1]", "t", false).must_follow(&row));
+        assert!(!event("t:[2]", "t", false).must_follow(&row));
+        // A barrier follows every earlier event of its table, and precedes every later one.
+        let barrier = event("t:[3]", "t", true);
+        assert!(barrier.must_follow(&row));
+        assert!(event("t:[2]", "t", false).must_follow(&barrier));
+        assert!(!event("u:[2]", "u", false).must_follow(&barrier));
+        assert!(!event("u:[1]", "u", true).must_follow(&row));
+    }
+}

@@ -433,3 +433,17 @@ fn a_failed_row_takes_its_keys_later_events_and_leaves_other_keys_be() {
     assert!(order.table_busy("t"), "b1 is still in flight");
     assert!(!order.has_key(&a1.key));
 }
+
+#[test]
+fn a_new_event_is_held_back_by_its_keys_jobs_and_by_its_tables_barrier() {
+    let now = Instant::now();
+    let mut order = Order::default();
+    order.push(row("a1", "t", "1"), now);
+    assert!(order.holds_back(&row("a2", "t", "1")));
+    assert!(!order.holds_back(&row("b1", "t", "2")));
+    assert!(!order.holds_back(&row("c1", "u", "1")));
+    // A barrier waiting for a1 holds back every later event of its table, not of others.
+    order.push(truncate("T", "t"), now);
+    assert!(order.holds_back(&row("b1", "t", "2")));
+    assert!(!order.holds_back(&row("c1", "u", "1")));
+}

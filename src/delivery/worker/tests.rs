@@ -309,3 +309,29 @@ async fn a_truncate_goes_out_after_its_tables_earlier_events_and_before_its_late
     assert!(at("r1") < at("T") && at("r2") < at("T"), "{sent:?}");
     assert!(at("T") < at("r3") && at("T") < at("r4"), "{sent:?}");
 }
+
+#[tokio::test]
+async fn a_barrier_held_in_a_burst_keeps_its_tables_later_events_behind_it() {
+    // GIVEN a receiver that asks key 9 to come back in an hour, so the store holds an event
+    // of the table
+    let retry = Outcome::Retry { after: Some(HOUR) };
+    let mut h = Harness::start(1, &[("t:[9]", retry)]).await;
+    let held = h.send("h1", "t:[9]").await;
+    assert_eq!(h.settled(1).await, [held]);
+
+    // WHEN a barrier of the table (an update that moved its row to key 2) and a later update
+    // of key 2 arrive together, before the worker writes to the store
+    let mut txns = vec![
+        h.send_event("moved", "t:[2]", true).await,
+        h.send("later", "t:[2]").await,
+    ];
+    txns.sort();
+
+    // THEN both wait in the store, the update behind the barrier, behind the held event
+    assert_eq!(h.settled(2).await, txns);
+    h.stop().await;
+    let sent: Vec<String> = h.batches().into_iter().flatten().collect();
+    assert_eq!(sent, ["h1"], "nothing overtakes the held barrier");
+    let status = h.store().subscriber_status(SUBSCRIBER).await.unwrap();
+    assert_eq!(status.pending, 3);
+}
