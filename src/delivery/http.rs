@@ -10,7 +10,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::redirect;
 
-use super::retry::{classify, classify_error, Verdict};
+use super::retry::{classify, classify_failure, TransportFailure, Verdict};
 use super::signing::Signer;
 use super::sink::{Outcome, Report, Sink};
 use crate::config::SubscriberConfig;
@@ -97,7 +97,7 @@ pub async fn post(
         Ok(response) => response,
         Err(error) => {
             return Attempt {
-                verdict: classify_error(&error),
+                verdict: classify_failure(transport_failure(&error)),
                 status: None,
                 error: Some(describe_error(error, subscriber.timeout)),
                 duration: started.elapsed(),
@@ -293,6 +293,16 @@ fn describe_status(status: u16, body: &[u8]) -> String {
         let _ = write!(message, ": {quoted}");
     }
     message
+}
+
+/// What kind of failure a request that got no answer met: reqwest rejects a URL or header it
+/// cannot send while building the request (`is_builder`); everything else happened on the way.
+fn transport_failure(error: &reqwest::Error) -> TransportFailure {
+    if error.is_builder() {
+        TransportFailure::Unbuildable
+    } else {
+        TransportFailure::Interrupted
+    }
 }
 
 /// Why a request got no answer: a short label, then reqwest's chain of causes. The URL is

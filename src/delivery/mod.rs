@@ -5,8 +5,9 @@
 //! - `spill`: the only door to the state store: held events out and back, dead letters,
 //!   removals, and reporting what the store made safe as settled.
 //! - `sink`: the [`Sink`] trait, what a worker sends through; `http` is its first
-//!   implementation ([`HttpSink`], with `post`), `retry` classifies HTTP answers apart from the
-//!   retry schedule, `signing` signs Standard Webhooks.
+//!   implementation ([`HttpSink`], with `post`), `retry` classifies answers (a status, or a
+//!   [`TransportFailure`]) apart from the retry schedule and names no HTTP client, `signing`
+//!   signs Standard Webhooks.
 //!
 //! Delivery never talks to Postgres and never confirms LSNs; it reports outcomes.
 
@@ -22,7 +23,7 @@ mod worker;
 
 pub use http::{batch_body, batch_id, build_client, post, Attempt, HttpSink};
 pub use job::Job;
-pub use retry::{classify, classify_error, Schedule, Verdict};
+pub use retry::{classify, classify_failure, Schedule, TransportFailure, Verdict};
 pub use signing::Signer;
 pub use sink::{Outcome, Report, Sink};
 pub use spill::{WorkerContext, WorkerError};

@@ -1,6 +1,7 @@
 //! What a failed attempt means, and when to try again: classification (`classify`,
-//! `classify_error`) is kept apart from scheduling (`Schedule`), so each can be read and tested
-//! on its own and the dispatcher only combines them.
+//! `classify_failure`) is kept apart from scheduling (`Schedule`), so each can be read and tested
+//! on its own and the dispatcher only combines them. Both work on plain facts (a status code, a
+//! header's text, a [`TransportFailure`]); what an HTTP client's error means is the sink's to say.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, SystemTime};
@@ -42,15 +43,23 @@ pub fn classify(status: u16, retry_after_header: Option<&str>) -> Verdict {
     }
 }
 
-/// Classifies a request that got no HTTP answer. Timeouts, refused or reset connections, TLS
-/// failures and bodies cut off mid-request are all transient as far as walhook can tell, and at
-/// least once makes a duplicate harmless, so they retry. Only a request reqwest could not even
-/// build (a URL or header it rejects) fails the same way every time: dead letter.
-pub fn classify_error(error: &reqwest::Error) -> Verdict {
-    if error.is_builder() {
-        Verdict::DeadLetter
-    } else {
-        Verdict::Retry { retry_after: None }
+/// Why a request got no answer, as far as classifying it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// It was sent, or about to be, and something on the way failed: a timeout, a refused or
+    /// reset connection, a TLS failure, a body cut off mid-request.
+    Interrupted,
+    /// It could not even be built (a URL or header the client rejects), so it never left.
+    Unbuildable,
+}
+
+/// Classifies a request that got no answer. An interrupted one is transient as far as walhook
+/// can tell, and at least once makes a duplicate harmless, so it retries. Only a request that
+/// could not be built fails the same way every time: dead letter.
+pub fn classify_failure(failure: TransportFailure) -> Verdict {
+    match failure {
+        TransportFailure::Interrupted => Verdict::Retry { retry_after: None },
+        TransportFailure::Unbuildable => Verdict::DeadLetter,
     }
 }
 
@@ -201,6 +210,18 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(classify(status, None), expected, "status {status}");
         }
+    }
+
+    #[test]
+    fn an_interrupted_request_retries_and_an_unbuildable_one_is_dead_lettered() {
+        assert_eq!(
+            classify_failure(TransportFailure::Interrupted),
+            Verdict::Retry { retry_after: None }
+        );
+        assert_eq!(
+            classify_failure(TransportFailure::Unbuildable),
+            Verdict::DeadLetter
+        );
     }
 
     #[test]

@@ -175,3 +175,28 @@ fn an_http_answer_becomes_an_outcome_with_the_status_as_a_detail() {
 fn the_user_agent_names_walhook_and_its_version() {
     assert_eq!(USER_AGENT, format!("walhook/{}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn a_request_reqwest_cannot_build_is_unbuildable() {
+    let error = build_client()
+        .post("no scheme, no host")
+        .build()
+        .expect_err("reqwest rejects a URL without a scheme");
+    assert!(error.is_builder(), "{error:?}");
+    assert_eq!(transport_failure(&error), TransportFailure::Unbuildable);
+}
+
+#[tokio::test]
+async fn a_request_nobody_answers_is_interrupted() {
+    // A port that was just free: connecting to it is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    drop(listener);
+    let error = build_client()
+        .post(format!("http://{addr}/"))
+        .send()
+        .await
+        .expect_err("nothing listens there");
+    assert!(error.is_connect(), "{error:?}");
+    assert_eq!(transport_failure(&error), TransportFailure::Interrupted);
+}
