@@ -9,6 +9,10 @@
 //! - Keys take turns: ready keys are served oldest first, and a key whose head finished queues
 //!   again behind the keys already waiting, so one busy key cannot starve the others.
 //!
+//! The first two are the rule of [`Event::must_follow`], applied to live jobs (the state store
+//! applies it to held events); the property test `no_event_is_sent_before_one_it_must_follow`
+//! checks this structure against it.
+//!
 //! Pure: no I/O, no async, no clock (callers pass `now`), so every rule has a unit test.
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -26,8 +26,10 @@ use crate::model::{Event, Lsn};
 /// (the key's *head*) may be attempted. A barrier (a truncate, or an update that changed its
 /// row's primary key: [`Event::is_truncate`]) holds its table: it becomes due only when no
 /// earlier event of its table is held, and no later event of its table is due while it is
-/// held. [`Store::due`] returns only what these rules allow, and [`Store::must_hold`] says when
-/// a live event must be stored behind held ones; callers never reimplement them.
+/// held. This is the rule of [`Event::must_follow`], applied to what the store holds:
+/// [`Store::due`] returns only what it allows, and [`Store::must_hold`] says when a live event
+/// must be stored behind held ones; callers never reimplement them. The contract test
+/// `due_events_never_overtake_one_they_must_follow` checks the rule on random histories.
 ///
 /// # Progress
 /// Progress never moves backward: [`Store::save_confirmed`] keeps the larger LSN, whatever

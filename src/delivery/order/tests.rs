@@ -447,3 +447,94 @@ fn a_new_event_is_held_back_by_its_keys_jobs_and_by_its_tables_barrier() {
     assert!(order.holds_back(&row("b1", "t", "2")));
     assert!(!order.holds_back(&row("c1", "u", "1")));
 }
+
+/// What a random run of the order did: events in the order pushed, and for each event sent,
+/// its push index and the push indexes that had finished by then.
+mod rule {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One step: push the next event (key 0..4 of table `t` or `u`, or a barrier), or finish
+    /// the in-flight job at this index (modulo), or take what may go, in batches of `size`.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Push { table: u8, key: u8, barrier: bool },
+        Finish(usize),
+        Take(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..2u8, 0..4u8, prop::bool::weighted(0.2))
+                .prop_map(|(table, key, barrier)| Step::Push { table, key, barrier }),
+            2 => (0..8usize).prop_map(Step::Finish),
+            2 => (1..4usize).prop_map(Step::Take),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the interleaving of pushes, sends and completions, an event is sent only
+        /// after every earlier event it must follow (`Event::must_follow`) has finished, and
+        /// every event is sent exactly once.
+        #[test]
+        fn no_event_is_sent_before_one_it_must_follow(steps in prop::collection::vec(step(), 1..80)) {
+            let now = Instant::now();
+            let mut order: Order<Job> = Order::default();
+            let mut pushed: Vec<Job> = Vec::new();
+            let mut finished: Vec<bool> = Vec::new();
+            let mut in_flight: Vec<(usize, Job)> = Vec::new();
+            let index = |pushed: &[Job], job: &Job| {
+                pushed.iter().position(|p| p.id == job.id).expect("sent jobs were pushed")
+            };
+            let take = |order: &mut Order<Job>, size: usize, pushed: &[Job], finished: &[bool], in_flight: &mut Vec<(usize, Job)>| {
+                let mut taken = order.take_truncates(usize::MAX);
+                taken.extend(order.take_batch(size, NONE, true, now));
+                for job in taken {
+                    let at = index(pushed, &job);
+                    for (earlier, done) in pushed[..at].iter().zip(finished) {
+                        assert!(
+                            *done || !job.must_follow(earlier),
+                            "{} sent before {} finished",
+                            job.id,
+                            earlier.id
+                        );
+                    }
+                    assert!(in_flight.iter().all(|(i, _)| *i != at), "{} sent twice", job.id);
+                    in_flight.push((at, job));
+                }
+            };
+            for step in steps {
+                match step {
+                    Step::Push { table, key, barrier } => {
+                        let table = if table == 0 { "t" } else { "u" };
+                        let id = format!("e{}", pushed.len());
+                        let job = if barrier {
+                            // A key change: a barrier keyed by its row's new key.
+                            event(&id, table, &format!("{table}:[{key}]"), true)
+                        } else {
+                            row(&id, table, &key.to_string())
+                        };
+                        order.push(job.clone(), now);
+                        pushed.push(job);
+                        finished.push(false);
+                    }
+                    Step::Finish(n) if !in_flight.is_empty() => {
+                        let (at, job) = in_flight.remove(n % in_flight.len());
+                        order.finished(&job, now).expect("a job in flight is known");
+                        finished[at] = true;
+                    }
+                    Step::Finish(_) => {}
+                    Step::Take(size) => take(&mut order, size, &pushed, &finished, &mut in_flight),
+                }
+            }
+            // Drain: everything goes out in the end.
+            loop {
+                take(&mut order, 1, &pushed, &finished, &mut in_flight);
+                let Some((at, job)) = in_flight.pop() else { break };
+                order.finished(&job, now).expect("a job in flight is known");
+                finished[at] = true;
+            }
+            prop_assert!(finished.iter().all(|f| *f), "every event finished");
+        }
+    }
+}

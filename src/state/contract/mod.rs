@@ -36,6 +36,7 @@ macro_rules! contract_tests {
             pending::a_truncate_waits_for_its_table_and_holds_back_what_follows,
             pending::must_hold_says_when_a_live_event_goes_behind_held_ones,
             pending::ten_thousand_events_are_stored_in_one_call,
+            pending::due_events_never_overtake_one_they_must_follow,
             dead_letters::dead_lettering_a_head_releases_its_key,
             dead_letters::a_live_event_can_be_dead_lettered_directly,
             dead_letters::replay_puts_dead_letters_back_behind_their_key_due_now_and_fresh,

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{due_ids, event, hold, id_list, ids, truncate, Backend};
+use crate::model::Event;
 use crate::state::{Failure, PendingInsert, Retry, UnixMillis};
 
 fn failure(id: &str, attempts: u32, at: i64) -> Failure {
@@ -336,4 +337,67 @@ pub(crate) async fn ten_thousand_events_are_stored_in_one_call(backend: &dyn Bac
         store.subscriber_status("s").await.expect("status").pending,
         10_000
     );
+}
+
+/// The rule of [`crate::model::Event::must_follow`], over random histories: whatever the
+/// store returns as due has no held event before it that it must follow, and removing what
+/// was due eventually returns every event.
+pub(crate) async fn due_events_never_overtake_one_they_must_follow(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    for round in 0..20u64 {
+        let subscriber = format!("s{round}");
+        let events: Vec<Event> = (0..40u64)
+            .map(|n| {
+                let table = if next(2) == 0 { "public.t" } else { "public.u" };
+                let key = next(4).to_string();
+                let mut e = event(round * 100 + n, table, &key);
+                // A barrier keyed by its row's new key (a key change) one time in six.
+                e.is_truncate = next(6) == 0;
+                e
+            })
+            .collect();
+        // Stored in a few calls, as a worker would.
+        let mut at = 0;
+        while at < events.len() {
+            let end = (at + 1 + next(10) as usize).min(events.len());
+            hold(&*store, &subscriber, &events[at..end], 0).await;
+            at = end;
+        }
+        let mut held: Vec<&Event> = events.iter().collect();
+        while !held.is_empty() {
+            let limit = 1 + next(8) as usize;
+            let due = store
+                .due(&subscriber, UnixMillis(0), limit)
+                .await
+                .expect("due");
+            assert!(!due.is_empty(), "round {round}: events held, none due");
+            for p in &due {
+                let at = held.iter().position(|e| e.id == p.event.id).expect("held");
+                for earlier in &held[..at] {
+                    assert!(
+                        !p.event.must_follow(earlier),
+                        "round {round}: {} due while {} is held",
+                        p.event.id,
+                        earlier.id
+                    );
+                }
+            }
+            // Deliver some of them, in any order.
+            let take = 1 + next(due.len() as u64) as usize;
+            let delivered: Vec<String> =
+                due.iter().take(take).map(|p| p.event.id.clone()).collect();
+            store
+                .remove_pending(&subscriber, delivered.clone())
+                .await
+                .expect("remove");
+            held.retain(|e| !delivered.contains(&e.id));
+        }
+    }
 }
