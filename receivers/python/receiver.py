@@ -54,7 +54,7 @@ class Connections:
             self.idle.get_nowait().close()
 
 
-def receive(webhook, connections, body, headers):
+def receive(webhook, connections, body, headers, trace=None):
     """The status and answer for one request, and what was applied, for the log."""
     try:
         webhook.verify(body, headers, json_parse=False)
@@ -65,7 +65,7 @@ def receive(webhook, connections, body, headers):
         events = walhook_sync.parse_body(body)
         conn = connections.take()
         try:
-            applied, skipped = walhook_sync.apply(conn, events)
+            applied, skipped = walhook_sync.apply(conn, events, trace)
         finally:
             connections.give_back(conn)
     except walhook_sync.PayloadError as error:
@@ -84,7 +84,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         msg_id = self.headers.get("webhook-id", "-")
         try:
-            status, answer = receive(self.server.webhook, self.server.connections, body, dict(self.headers))
+            trace = [] if self.server.trace else None
+            status, answer = receive(self.server.webhook, self.server.connections, body, dict(self.headers), trace)
         except Exception:
             traceback.print_exc()
             status, answer = 500, "internal error"
@@ -94,7 +95,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             log = f"status={status} {answer}"
             payload, kind = answer, "text/plain; charset=utf-8"
-        print(f"{msg_id} {log}", file=sys.stderr, flush=True)
+        lines = [f"{msg_id} {log}"] + (trace if status == 200 and trace else [])
+        print("\n".join(lines), file=sys.stderr, flush=True)
         data = payload.encode()
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -118,6 +120,11 @@ def parse_args(argv):
         "--secret",
         default=os.environ.get("WALHOOK_SYNC_SECRET"),
         help="the subscriber's secret, whsec_... (env WALHOOK_SYNC_SECRET)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="log every event of every request (id, table, operation, key, applied or skipped)",
     )
     args = parser.parse_args(argv)
     if not args.database_url:
@@ -146,7 +153,7 @@ def main(argv=None):
         print(f"cannot prepare the bookkeeping schema walhook_sync: {error}", file=sys.stderr)
         return 1
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.webhook, server.connections = args.webhook, connections
+    server.webhook, server.connections, server.trace = args.webhook, connections, args.trace
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -273,10 +273,10 @@ def table(conn, name):
     return _tables[name]
 
 
-def apply(conn, events):
+def apply(conn, events, trace=None):
     """Applies parsed events in order in one transaction; returns (applied, skipped).
     Raises PayloadError for an event that is not walhook's, and lets database errors through;
-    either way nothing of the request is kept."""
+    either way nothing of the request is kept. `trace`, a list, gets a line per event."""
     changes = [check(event) for event in events]
     applied = 0
     with conn.transaction():
@@ -294,8 +294,24 @@ def apply(conn, events):
             mode = "UPDATE" if name in truncated else "SHARE"
             conn.execute(f"SELECT FROM walhook_sync.floors WHERE table_name = %s FOR {mode}", [name])
         for change in changes:
-            applied += _apply_one(conn, tables[change.table], change)
+            done = _apply_one(conn, tables[change.table], change)
+            applied += done
+            if trace is not None:
+                trace.append(_trace_line(change, tables[change.table].key, done))
     return applied, len(changes) - applied
+
+
+def _trace_line(c, key, applied):
+    """`  <id> <table> <operation> key=[..] old=[..]|- toast=<columns>|- applied|skipped`."""
+
+    def values(image):
+        return "[" + ",".join(str(image.get(k)) for k in key) + "]" if image else "-"
+
+    image = c.old if c.operation == "delete" else c.row
+    return (
+        f"  {c.id} {c.table} {c.operation} key={values(image)} old={values(c.old)}"
+        f" toast={','.join(c.unchanged_toast) or '-'} {'applied' if applied else 'skipped'}"
+    )
 
 
 def _apply_one(conn, t, c):

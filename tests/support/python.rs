@@ -50,7 +50,7 @@ impl SyncReceiver {
         let mut child = Command::new(python())
             .arg(receiver_dir().join("receiver.py"))
             .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
-            .args(["--secret", secret])
+            .args(["--secret", secret, "--trace"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

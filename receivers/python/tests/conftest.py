@@ -80,10 +80,10 @@ def database_urls(server_url):
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def start_receiver(replica_url, log_path):
+def start_receiver(replica_url, log_path, *extra):
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, str(RECEIVER), "--listen", "127.0.0.1:0", "--database-url", replica_url, "--secret", SECRET],
+        [sys.executable, str(RECEIVER), "--listen", "127.0.0.1:0", "--database-url", replica_url, "--secret", SECRET, *extra],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

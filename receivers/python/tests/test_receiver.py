@@ -73,6 +73,24 @@ def test_it_logs_a_line_per_request_and_stops_on_sigterm(database_urls, tmp_path
     assert own.log_path.read_text() == "evt_0000000000000100_0 events=1 applied=1 skipped=0\n"
 
 
+def test_trace_logs_each_event_with_its_key(database_urls, tmp_path, replica, table):
+    t = table("id numeric PRIMARY KEY, body text")
+    own = start_receiver(database_urls[1], tmp_path / "stderr.log", "--trace")
+    try:
+        insert = event(t, "insert", 0x100, row={"id": 1.5, "body": "x"})
+        moved = event(t, "update", 0x200, row={"id": 2.5}, old={"id": 1.5}, toast=["body"])
+        status, _ = own.post(insert, msg_id="evt_0000000000000100_0")
+        assert status == 200
+        status, _ = own.post(moved, msg_id="evt_0000000000000200_0")
+        assert status == 200
+    finally:
+        own.stop()
+    lines = own.log_path.read_text().splitlines()
+    assert lines[0] == "evt_0000000000000100_0 events=1 applied=1 skipped=0"
+    assert lines[1].split() == ["evt_0000000000000100_0", t, "insert", "key=[1.5]", "old=-", "toast=-", "applied"]
+    assert lines[3].split()[2:] == ["update", "key=[2.5]", "old=[1.5]", "toast=body", "applied"]
+
+
 def waiting_on_a_lock(conn):
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
