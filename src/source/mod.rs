@@ -11,8 +11,8 @@ mod wire;
 
 pub use catalog::{resolve_type, CatalogError};
 pub use connect::{
-    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, SpecError, SslMode,
-    TlsError,
+    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, OpenError, SpecError,
+    SslMode, TlsError,
 };
 pub use pgoutput::{
     Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,

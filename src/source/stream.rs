@@ -106,7 +106,7 @@ impl SourceError {
             // Connection loss and server restarts pass; bad credentials, a missing slot or one
             // in use by another process (SQLSTATE 55006) need the operator.
             Self::Replication(e) => match e {
-                ReplicationError::Io { .. } | ReplicationError::Tls { .. } => true,
+                ReplicationError::Open(_) | ReplicationError::Io { .. } => true,
                 ReplicationError::Server { code, .. } => {
                     code.starts_with("08") || code.starts_with("57P") || code == "53300"
                 }
