@@ -26,7 +26,9 @@ pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogDa
 
 mod assembler;
 pub mod canary;
+mod event;
 pub mod slot_errors;
-pub use assembler::{AssembleError, Assembled, Assembler};
 mod stream;
-pub use stream::{stream, SourceError, SourceEvent, SourceSettings};
+pub use assembler::{AssembleError, Assembler};
+pub use event::SourceEvent;
+pub use stream::{stream, SourceError, SourceSettings};

@@ -1,6 +1,7 @@
 //! The running source: one replication session from connect to CopyDone. It decodes the
-//! stream into [`SourceEvent`]s for the pipeline and reports progress to Postgres with standby
-//! status updates carrying the LSN the ack tracker confirmed.
+//! stream into [`SourceEvent`]s for the pipeline (the assembler's, and its own CaughtUp and
+//! Replay) and reports progress to Postgres with standby status updates carrying the LSN the
+//! ack tracker confirmed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,48 +9,17 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, trace};
 
-use super::assembler::{AssembleError, Assembled, Assembler};
+use super::assembler::{AssembleError, Assembler};
 use super::canary::{Canary, Gap};
 use super::catalog::{resolve_type, CatalogError};
 use super::connect::{connect_sql, ConnectError, ConnectSpec};
+use super::event::SourceEvent;
 use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
 use super::replication::{ReplicationClient, ReplicationError, ReplicationStream};
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
-use crate::model::{Change, Lsn};
+use crate::model::Lsn;
 use crate::telemetry::{Health, CANARY_GAPS, CONFIRMED_LSN, EVENTS_DECODED};
-
-/// What the source hands the pipeline, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceEvent {
-    Begin {
-        commit_lsn: Lsn,
-        xid: u32,
-    },
-    Change(Change),
-    /// Confirming `end_lsn` acknowledges the whole transaction.
-    Commit {
-        commit_lsn: Lsn,
-        end_lsn: Lsn,
-    },
-    /// A `pg_logical_emit_message` outside any transaction the pipeline is reading.
-    Message {
-        lsn: Lsn,
-        prefix: String,
-        content: Vec<u8>,
-    },
-    /// Everything the server holds up to `wal_end` has been handed over: once every earlier
-    /// event is settled, `wal_end` may be confirmed (so unrelated WAL does not hold the slot).
-    CaughtUp {
-        wal_end: Lsn,
-    },
-    /// The walsender passed walhook's canary without sending it, so what it sent after `from`
-    /// may be incomplete: the session reconnects and everything committed after `from` comes
-    /// again, to be handed out again (receivers de-duplicate on event ids).
-    Replay {
-        from: Lsn,
-    },
-}
 
 /// Where and what to stream.
 #[derive(Debug, Clone)]
@@ -249,7 +219,7 @@ impl Session<'_> {
         &mut self,
         payload: &[u8],
         confirmed: &watch::Receiver<Lsn>,
-        assembled: &mut Vec<Assembled>,
+        assembled: &mut Vec<SourceEvent>,
     ) -> Result<(), SourceError> {
         let message =
             ReplicationMessage::decode(payload).map_err(|source| SourceError::Decode {
@@ -281,54 +251,34 @@ impl Session<'_> {
                 let lsn = data.wal_start;
                 let message = LogicalMessage::decode(data.data)
                     .map_err(|source| SourceError::Decode { lsn, source })?;
-                let mut primary_key = None;
                 if let LogicalMessage::Relation(relation) = &message {
                     for oid in Assembler::missing_types(relation, &self.types) {
                         resolve_type(&self.sql, oid, &mut self.types).await?;
                     }
-                    primary_key = Some((relation.oid, self.primary_key(relation.oid).await?));
+                    let key = self.primary_key(relation.oid).await?;
+                    self.assembler
+                        .relation(relation, &key, &self.types)
+                        .map_err(|source| SourceError::Assemble { lsn, source })?;
+                    return Ok(());
                 }
                 self.assembler
                     .apply(message, &self.types, assembled)
                     .map_err(|source| SourceError::Assemble { lsn, source })?;
-                if let Some((oid, key)) = primary_key {
-                    self.assembler.set_primary_key(oid, &key);
-                }
-                for item in assembled.drain(..) {
-                    let event = match item {
-                        Assembled::Begin { commit_lsn, xid } => {
-                            self.check_canary(commit_lsn, confirmed).await?;
+                for event in assembled.drain(..) {
+                    match &event {
+                        SourceEvent::Begin { commit_lsn, .. } => {
+                            self.check_canary(*commit_lsn, confirmed).await?;
                             self.in_transaction = true;
-                            SourceEvent::Begin { commit_lsn, xid }
                         }
-                        Assembled::Change(change) => {
+                        SourceEvent::Change(change) => {
                             if let Some(canary) = self.canary.as_deref_mut() {
-                                canary.arrived(&change);
+                                canary.arrived(change);
                             }
                             self.decoded.increment(1);
-                            SourceEvent::Change(change)
                         }
-                        Assembled::Commit {
-                            commit_lsn,
-                            end_lsn,
-                        } => {
-                            self.in_transaction = false;
-                            SourceEvent::Commit {
-                                commit_lsn,
-                                end_lsn,
-                            }
-                        }
-                        Assembled::Message {
-                            lsn,
-                            prefix,
-                            content,
-                            ..
-                        } => SourceEvent::Message {
-                            lsn,
-                            prefix,
-                            content,
-                        },
-                    };
+                        SourceEvent::Commit { .. } => self.in_transaction = false,
+                        _ => {}
+                    }
                     self.hand_over(event, confirmed).await?;
                 }
             }
