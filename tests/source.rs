@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use walhook::model::{Change, Lsn, Operation};
-use walhook::source::{stream, ConnectSpec, SourceError, SourceEvent, SourceSettings};
+use walhook::source::{
+    stream, ConnectSpec, ReplayFilter, SourceError, SourceEvent, SourceSettings,
+};
 use walhook::telemetry::Health;
 
 use crate::support::json::{differences, same};
@@ -35,7 +37,16 @@ impl Running {
         let (confirm, mut confirmed) = watch::channel(Lsn(0));
         let (stop, mut stopping) = watch::channel(false);
         let task = tokio::spawn(async move {
-            stream(&settings, &tx, &mut confirmed, &mut stopping, None).await
+            let mut replay = ReplayFilter::default();
+            stream(
+                &settings,
+                &tx,
+                &mut replay,
+                &mut confirmed,
+                &mut stopping,
+                None,
+            )
+            .await
         });
         Running {
             events,

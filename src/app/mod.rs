@@ -10,35 +10,33 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{self, ApiError};
-use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
+use crate::backfill::{self, Windows};
 use crate::config::Config;
 use crate::database::provision::{self, ProvisionError, Target};
-use crate::database::slot_guard::{self, LagWarning, SlotProblem};
-use crate::delivery::{self, build_client, HttpSink, Job, Worker, WorkerContext, WorkerError};
-use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
-use crate::model::{Lsn, TxnId};
+use crate::database::slot_guard::{self, SlotProblem};
+use crate::delivery::{self, build_client, HttpSink, Worker, WorkerContext, WorkerError};
+use crate::mapping::{FilterError, Mapper};
+use crate::model::Lsn;
 use crate::source::{
-    connect_sql, stream, ConnectError, ConnectSpec, SourceError, SourceEvent, SourceSettings,
-    SpecError,
+    self, connect_sql, ConnectError, ConnectSpec, SourceError, SourceSettings, SpecError,
 };
 use crate::state::{with_store, AckTracker, PeriodicWrite, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
+mod guard;
 mod pipeline;
-mod tasks;
 #[cfg(test)]
 mod tests;
 
+use guard::guard_slot;
 use pipeline::{Inputs, Pipeline};
-use tasks::{guard_slot, run_source};
 
 /// Jobs a worker's queue holds before the pipeline waits for it.
 const WORKER_QUEUE: usize = 1024;
@@ -127,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .clone()
             .map(|table| (table, config.source.heartbeat_interval)),
     };
-    let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
+    let source = tokio::spawn(source::run(settings, events_tx, confirmed_rx, stop_rx));
     let (problem_tx, problems) = mpsc::channel(1);
     let guard = tokio::spawn(guard_slot(
         spec_for_guard,
@@ -153,7 +151,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         acks: AckTracker::new(slot_confirmed),
         queues,
         open: None,
-        skipping: false,
         last_commit: Lsn(0),
         routed: Vec::new(),
         max_unsettled: config.source.max_unsettled,

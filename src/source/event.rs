@@ -3,8 +3,8 @@
 
 use crate::model::{Change, Lsn};
 
-/// What the source hands the pipeline, in stream order. Each change is numbered by its place
-/// in its transaction.
+/// What the source hands the pipeline, in stream order. Whatever reconnects happened, each
+/// change arrives once (see [`super::replay`]), numbered by its place in its transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
     Begin {

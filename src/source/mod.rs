@@ -1,6 +1,8 @@
 //! The replication source: the replication connection, the pgoutput decoder, value encoding,
-//! the assembler, the canary, and the slot problems the stream reports. It never sees
-//! subscribers or HTTP; creating and checking the slot and publication is `database`'s.
+//! the assembler, the canary, and the slot problems the stream reports. [`run`] is the source
+//! task: it reconnects after transient failures, and its replay filter hands the pipeline each
+//! change once, as one [`SourceEvent`] type. It never sees subscribers or HTTP; creating and
+//! checking the slot and publication is `database`'s.
 
 mod catalog;
 mod connect;
@@ -27,8 +29,12 @@ pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogDa
 mod assembler;
 pub mod canary;
 mod event;
+mod replay;
+mod run;
 pub mod slot_errors;
 mod stream;
 pub use assembler::{AssembleError, Assembler};
 pub use event::SourceEvent;
-pub use stream::{stream, SourceError, SourceSettings};
+pub use replay::ReplayFilter;
+pub use run::{run, SourceSettings};
+pub use stream::{stream, SourceError};

@@ -1,9 +1,7 @@
-//! The running source: one replication session from connect to CopyDone. It decodes the
-//! stream into [`SourceEvent`]s for the pipeline (the assembler's, and its own CaughtUp and
-//! Replay) and reports progress to Postgres with standby status updates carrying the LSN the
-//! ack tracker confirmed.
+//! One replication session, from connect to CopyDone. It decodes the stream into
+//! [`SourceEvent`]s for the pipeline (through the task's [`ReplayFilter`]) and reports
+//! progress to Postgres with standby status updates carrying the LSN the ack tracker confirmed.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -12,29 +10,16 @@ use tracing::{debug, error, info, trace};
 use super::assembler::{AssembleError, Assembler};
 use super::canary::{Canary, Gap};
 use super::catalog::{resolve_type, CatalogError};
-use super::connect::{connect_sql, ConnectError, ConnectSpec};
+use super::connect::{connect_sql, ConnectError};
 use super::event::SourceEvent;
 use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
+use super::replay::ReplayFilter;
 use super::replication::{ReplicationClient, ReplicationError, ReplicationStream};
+use super::run::SourceSettings;
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
 use crate::model::Lsn;
 use crate::telemetry::{Health, CANARY_GAPS, CONFIRMED_LSN, EVENTS_DECODED};
-
-/// Where and what to stream.
-#[derive(Debug, Clone)]
-pub struct SourceSettings {
-    pub spec: ConnectSpec,
-    pub slot: String,
-    pub publication: String,
-    /// Standby status updates go out at least this often.
-    pub status_interval: Duration,
-    /// Where the session reports that it streams and sends status updates (for `/ready`).
-    pub health: Arc<Health>,
-    /// The canary table and how often a canary is written (`source.canary`,
-    /// `source.heartbeat_interval`).
-    pub canary: Option<(crate::model::TableName, Duration)>,
-}
 
 /// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +74,10 @@ impl SourceError {
 
 /// Streams until `shutdown` turns true (then sends a final status update and CopyDone and
 /// returns `Ok`), or until an error. `confirmed` carries the LSN the ack tracker confirmed; it
-/// never moves backward.
+/// never moves backward. What the session decodes goes to `events` through `replay`, which the
+/// task keeps across its sessions.
+///
+/// [`super::run`] runs one session after another; a test may run one alone.
 ///
 /// With a `canary`, the session writes canaries and checks that the stream carries them (see
 /// [`super::canary`]): it reports nothing as flushed from an owed canary on, and ends with
@@ -98,6 +86,7 @@ impl SourceError {
 pub async fn stream(
     settings: &SourceSettings,
     events: &mpsc::Sender<SourceEvent>,
+    replay: &mut ReplayFilter,
     confirmed: &mut watch::Receiver<Lsn>,
     shutdown: &mut watch::Receiver<bool>,
     mut canary: Option<&mut Canary>,
@@ -116,6 +105,7 @@ pub async fn stream(
         stream,
         sql,
         events,
+        replay,
         types: TypeRegistry::builtin(),
         assembler: Assembler::new(),
         in_transaction: false,
@@ -145,6 +135,7 @@ struct Session<'a> {
     stream: ReplicationStream,
     sql: tokio_postgres::Client,
     events: &'a mpsc::Sender<SourceEvent>,
+    replay: &'a mut ReplayFilter,
     types: TypeRegistry,
     assembler: Assembler,
     in_transaction: bool,
@@ -286,8 +277,10 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Passes one event on, waiting while the pipeline is full (backpressure), but still
-    /// sending status updates meanwhile so Postgres does not time the connection out.
+    /// Passes one event on through the replay filter, waiting while the pipeline is full
+    /// (backpressure), but still sending status updates meanwhile so Postgres does not time the
+    /// connection out. The filter decides once there is room, so what it lets through is what
+    /// the pipeline got, even if the wait ends the session.
     async fn hand_over(
         &mut self,
         event: SourceEvent,
@@ -297,29 +290,27 @@ impl Session<'_> {
         // the rest of the hand-over. The timed wait below is for a full pipeline. Spending
         // the task's budget first yields to the runtime as often as `reserve()` would.
         tokio::task::coop::consume_budget().await;
-        match self.events.try_reserve() {
-            Ok(permit) => {
-                permit.send(event);
-                return Ok(());
-            }
+        let events = self.events;
+        let permit = match events.try_reserve() {
+            Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Closed(())) => return Err(SourceError::PipelineClosed),
-            Err(mpsc::error::TrySendError::Full(())) => {}
-        }
-        loop {
-            let wait = self.status_interval.min(Duration::from_secs(1));
-            match tokio::time::timeout(wait, self.events.reserve()).await {
-                Ok(Ok(permit)) => {
-                    permit.send(event);
-                    return Ok(());
+            Err(mpsc::error::TrySendError::Full(())) => loop {
+                let wait = self.status_interval.min(Duration::from_secs(1));
+                match tokio::time::timeout(wait, events.reserve()).await {
+                    Ok(Ok(permit)) => break permit,
+                    Ok(Err(_)) => return Err(SourceError::PipelineClosed),
+                    Err(_) => {
+                        debug!("pipeline full; reading paused");
+                        let lsn = *confirmed.borrow();
+                        self.send_status(lsn, false).await?;
+                    }
                 }
-                Ok(Err(_)) => return Err(SourceError::PipelineClosed),
-                Err(_) => {
-                    debug!("pipeline full; reading paused");
-                    let lsn = *confirmed.borrow();
-                    self.send_status(lsn, false).await?;
-                }
-            }
+            },
+        };
+        if self.replay.pass(&event) {
+            permit.send(event);
         }
+        Ok(())
     }
 
     /// The primary key's column names, in key order (empty when there is none).
