@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use walhook::model::{Change, Lsn, Operation};
 use walhook::source::{
     stream, ConnectSpec, ReplayFilter, SourceError, SourceEvent, SourceSettings,
@@ -19,7 +20,7 @@ use crate::support::{connect, Cluster, TestDb};
 struct Running {
     events: mpsc::Receiver<SourceEvent>,
     confirm: watch::Sender<Lsn>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), SourceError>>,
 }
 
@@ -35,18 +36,11 @@ impl Running {
         };
         let (tx, events) = mpsc::channel(1024);
         let (confirm, mut confirmed) = watch::channel(Lsn(0));
-        let (stop, mut stopping) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopping = stop.clone();
         let task = tokio::spawn(async move {
             let mut replay = ReplayFilter::default();
-            stream(
-                &settings,
-                &tx,
-                &mut replay,
-                &mut confirmed,
-                &mut stopping,
-                None,
-            )
-            .await
+            stream(&settings, &tx, &mut replay, &mut confirmed, &stopping, None).await
         });
         Running {
             events,
@@ -79,7 +73,7 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.stop.send(true).unwrap();
+        self.stop.cancel();
         self.task.await.unwrap().unwrap();
     }
 }

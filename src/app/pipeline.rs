@@ -2,11 +2,11 @@
 //! settlements move the confirmed LSN.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::AppError;
@@ -61,11 +61,11 @@ pub(super) struct Inputs {
     /// A waiting backfill's questions about the load, to say why it waits.
     pub(super) loads: mpsc::Receiver<LoadProbe>,
     /// Stops the source, once the final confirmed position is known.
-    pub(super) stop_source: watch::Sender<bool>,
+    pub(super) stop_source: CancellationToken,
 }
 
 impl Pipeline {
-    /// Runs until `shutdown` resolves or something fails, then drains: closes the workers'
+    /// Runs until `shutdown` is cancelled or something fails, then drains: closes the workers'
     /// queues and takes their settlements until every worker has finished, saves the
     /// checkpoint, and stops the source, which reports the final confirmed position to
     /// Postgres.
@@ -73,7 +73,7 @@ impl Pipeline {
         &mut self,
         inputs: Inputs,
         workers: &mut JoinSet<Result<(), WorkerError>>,
-        shutdown: impl Future<Output = ()>,
+        shutdown: CancellationToken,
     ) -> Result<(), AppError> {
         let Inputs {
             mut events,
@@ -84,13 +84,12 @@ impl Pipeline {
             mut loads,
             stop_source,
         } = inputs;
-        tokio::pin!(shutdown);
         let failure: Option<AppError> = loop {
             let room = self.acks.unsettled() < self.max_unsettled;
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop reading and drain.
-                _ = &mut shutdown => {
+                () = shutdown.cancelled() => {
                     info!("shutting down: finishing requests in flight, storing the rest");
                     break None;
                 }
@@ -138,7 +137,7 @@ impl Pipeline {
             self.settle(&txns);
         }
         self.checkpoint(true);
-        let _ = stop_source.send(true);
+        stop_source.cancel();
         let source_result = if source.is_finished() && failure.is_some() {
             Ok(())
         } else {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
 
 use super::canary::Canary;
@@ -36,8 +37,8 @@ pub struct SourceSettings {
     pub canary: Option<(TableName, Duration)>,
 }
 
-/// Streams into `events`, reconnecting with backoff after transient failures, until `stop`
-/// turns true (or its sender is gone): then the session sends its last standby status (the position `confirmed` holds
+/// Streams into `events`, reconnecting with backoff after transient failures, until `stop` is
+/// cancelled: then the session sends its last standby status (the position `confirmed` holds
 /// then) and CopyDone, and this returns `Ok`. An error that reconnecting cannot mend is
 /// returned. `confirmed` carries the LSN the ack tracker confirmed; it never moves backward.
 ///
@@ -46,7 +47,7 @@ pub async fn run(
     settings: SourceSettings,
     events: mpsc::Sender<SourceEvent>,
     mut confirmed: watch::Receiver<Lsn>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), SourceError> {
     let mut backoff = reconnect_backoff();
     let slot_confirmed = *confirmed.borrow();
@@ -78,14 +79,14 @@ pub async fn run(
             &events,
             &mut replay,
             &mut confirmed,
-            &mut stop,
+            &stop,
             canary.as_mut(),
         )
         .instrument(session)
         .await;
         match ended {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !*stop.borrow() => {
+            Err(e) if e.is_transient() && !stop.is_cancelled() => {
                 if started.elapsed() > STABLE_SESSION {
                     backoff = reconnect_backoff();
                 }
@@ -93,7 +94,7 @@ pub async fn run(
                 warn!(error = %crate::error_chain(&e), retry_in = ?delay, "replication connection lost; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    () = stop.cancelled() => return Ok(()),
                 }
             }
             Err(e) => return Err(e),

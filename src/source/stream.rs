@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace};
 
 use super::assembler::{AssembleError, Assembler};
@@ -72,7 +73,7 @@ impl SourceError {
     }
 }
 
-/// Streams until `shutdown` turns true (then sends a final status update and CopyDone and
+/// Streams until `stop` is cancelled (then sends a final status update and CopyDone and
 /// returns `Ok`), or until an error. `confirmed` carries the LSN the ack tracker confirmed; it
 /// never moves backward. What the session decodes goes to `events` through `replay`, which the
 /// task keeps across its sessions.
@@ -88,7 +89,7 @@ pub async fn stream(
     events: &mpsc::Sender<SourceEvent>,
     replay: &mut ReplayFilter,
     confirmed: &mut watch::Receiver<Lsn>,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
     mut canary: Option<&mut Canary>,
 ) -> Result<(), SourceError> {
     let sql = connect_sql(&settings.spec).await?;
@@ -116,7 +117,7 @@ pub async fn stream(
         health: &settings.health,
         decoded: metrics::counter!(EVENTS_DECODED),
     };
-    let result = session.run(confirmed, shutdown).await;
+    let result = session.run(confirmed, stop).await;
     let confirmed_now = *confirmed.borrow();
     match result {
         Ok(()) => {
@@ -169,7 +170,7 @@ impl Session<'_> {
     async fn run(
         &mut self,
         confirmed: &mut watch::Receiver<Lsn>,
-        shutdown: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         // Half the interval: checked once per tick, an update goes out at most half an interval
         // late, well within the 2 × status_interval that `/ready` allows.
@@ -182,7 +183,7 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop reading; the caller sends the final status.
-                _ = stopped(shutdown) => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
                 // 2. Progress: report newly confirmed positions (at most once per tick).
                 _ = tick.tick() => {
                     if let Some(canary) = self.canary.as_deref_mut() {
@@ -396,9 +397,4 @@ impl Session<'_> {
         self.last_status = Instant::now();
         Ok(())
     }
-}
-
-/// Resolves once `shutdown` is true (or its sender is gone, which means the same).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
