@@ -36,5 +36,5 @@ mod stream;
 pub use assembler::{AssembleError, Assembler};
 pub use event::SourceEvent;
 pub use replay::ReplayFilter;
-pub use run::{run, SourceSettings};
-pub use stream::{stream, SourceError};
+pub use run::run;
+pub use stream::{stream, SourceError, SourceSettings};

@@ -3,7 +3,6 @@
 //! canary (a canary owed stays owed) and the replay filter (a change handed over stays handed
 //! over).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -12,30 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
 
 use super::canary::Canary;
-use super::connect::ConnectSpec;
 use super::event::SourceEvent;
 use super::replay::ReplayFilter;
-use super::stream::{stream, SourceError};
-use crate::model::{Lsn, TableName};
-use crate::telemetry::Health;
+use super::stream::{stream, SourceError, SourceSettings};
+use crate::model::Lsn;
 
 /// A session that lasted this long before it failed starts the backoff afresh.
 const STABLE_SESSION: Duration = Duration::from_secs(60);
-
-/// Where and what to stream.
-#[derive(Debug, Clone)]
-pub struct SourceSettings {
-    pub spec: ConnectSpec,
-    pub slot: String,
-    pub publication: String,
-    /// Standby status updates go out at least this often.
-    pub status_interval: Duration,
-    /// Where the session reports that it streams and sends status updates (for `/ready`).
-    pub health: Arc<Health>,
-    /// The canary table and how often a canary is written (`source.canary`,
-    /// `source.heartbeat_interval`).
-    pub canary: Option<(TableName, Duration)>,
-}
 
 /// Streams into `events`, reconnecting with backoff after transient failures, until `stop` is
 /// cancelled: then the session sends its last standby status (the position `confirmed` holds

@@ -2,6 +2,7 @@
 //! [`SourceEvent`]s for the pipeline (through the task's [`ReplayFilter`]) and reports
 //! progress to Postgres with standby status updates carrying the LSN the ack tracker confirmed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -11,16 +12,30 @@ use tracing::{debug, error, info, trace};
 use super::assembler::{AssembleError, Assembler};
 use super::canary::{Canary, Gap};
 use super::catalog::{resolve_type, CatalogError};
-use super::connect::{connect_sql, ConnectError};
+use super::connect::{connect_sql, ConnectError, ConnectSpec};
 use super::event::SourceEvent;
 use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
 use super::replay::ReplayFilter;
 use super::replication::{ReplicationClient, ReplicationError, ReplicationStream};
-use super::run::SourceSettings;
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
-use crate::model::Lsn;
+use crate::model::{Lsn, TableName};
 use crate::telemetry::{Health, CANARY_GAPS, CONFIRMED_LSN, EVENTS_DECODED};
+
+/// Where and what to stream.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub spec: ConnectSpec,
+    pub slot: String,
+    pub publication: String,
+    /// Standby status updates go out at least this often.
+    pub status_interval: Duration,
+    /// Where the session reports that it streams and sends status updates (for `/ready`).
+    pub health: Arc<Health>,
+    /// The canary table and how often a canary is written (`source.canary`,
+    /// `source.heartbeat_interval`).
+    pub canary: Option<(TableName, Duration)>,
+}
 
 /// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.
 #[derive(Debug, thiserror::Error)]
