@@ -16,7 +16,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use walhook::mapping::{Mapper, Routed};
 use walhook::model::Change;
-use walhook::source::{Assembled, Assembler, LogicalMessage, TypeRegistry};
+use walhook::source::{Assembler, LogicalMessage, SourceEvent, TypeRegistry};
 
 const CONFIG: &str = r#"
 source.url = "postgres://bench@127.0.0.1/bench"
@@ -43,7 +43,7 @@ const TRANSACTION_ROWS: u32 = 100;
 struct Source {
     assembler: Assembler,
     types: TypeRegistry,
-    out: Vec<Assembled>,
+    out: Vec<SourceEvent>,
 }
 
 impl Source {
@@ -53,10 +53,16 @@ impl Source {
             types: TypeRegistry::builtin(),
             out: Vec::new(),
         };
-        source.apply(&bench_table::relation());
+        let relation = bench_table::relation();
+        let LogicalMessage::Relation(relation) =
+            LogicalMessage::decode(&relation).expect("the bench relation decodes")
+        else {
+            panic!("the bench relation is not a Relation message");
+        };
         source
             .assembler
-            .set_primary_key(bench_table::RELATION_OID, &bench_table::primary_key());
+            .relation(&relation, &bench_table::primary_key(), &source.types)
+            .expect("the bench relation assembles");
         source.apply(&bench_table::begin());
         source.out.clear();
         source
@@ -74,7 +80,7 @@ impl Source {
     fn change(&mut self, bytes: &[u8]) -> Change {
         self.apply(bytes);
         match self.out.pop() {
-            Some(Assembled::Change(change)) => change,
+            Some(SourceEvent::Change(change)) => change,
             other => panic!("a row message assembled to {other:?}"),
         }
     }
@@ -147,7 +153,7 @@ fn transaction(c: &mut Criterion) {
         for bytes in &messages {
             source.apply(black_box(bytes));
             for assembled in source.out.drain(..) {
-                if let Assembled::Change(change) = assembled {
+                if let SourceEvent::Change(change) = assembled {
                     mapper.map(&change, routed);
                 }
             }

@@ -20,8 +20,8 @@ use std::path::Path;
 use walhook::mapping::{fnv1a, Mapper};
 use walhook::model::{Lsn, ReplicaIdentity};
 use walhook::source::{
-    Assembled, Assembler, Begin, Commit, LogicalMessage, PgTimestamp, RelationColumn,
-    RelationMessage, TupleValue, TypeRegistry,
+    Assembler, Begin, Commit, LogicalMessage, PgTimestamp, RelationColumn, RelationMessage,
+    SourceEvent, TupleValue, TypeRegistry,
 };
 
 const CONFIG: &str = r#"
@@ -46,7 +46,7 @@ fn main() {
     let mut assembler = Assembler::new();
     let mut assembled = Vec::new();
     let mut routed = Vec::new();
-    let relation = LogicalMessage::Relation(RelationMessage {
+    let relation = RelationMessage {
         oid: 16_385,
         namespace: "public",
         name: "bench",
@@ -66,11 +66,10 @@ fn main() {
             type_modifier: -1,
         })
         .collect(),
-    });
+    };
     assembler
-        .apply(relation, &types, &mut assembled)
+        .relation(&relation, &["id".to_string()], &types)
         .expect("relation");
-    assembler.set_primary_key(16_385, &["id".to_string()]);
 
     let (mut events, mut hash, mut id, mut xid) = (0u64, 0u64, 0u64, 745u32);
     let mut lsn = 0x16B_3748u64;
@@ -115,7 +114,7 @@ fn main() {
                 .apply(message, &types, &mut assembled)
                 .expect("apply");
             for item in assembled.drain(..) {
-                let Assembled::Change(change) = item else {
+                let SourceEvent::Change(change) = item else {
                     continue;
                 };
                 routed.clear();

@@ -15,8 +15,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use crate::config::ApiConfig;
@@ -53,7 +53,8 @@ pub enum ApiError {
 
 /// The running endpoints. Dropping it stops them too (without waiting).
 pub struct ApiServer {
-    stop: oneshot::Sender<()>,
+    /// Cancels the server's token when dropped.
+    stop: DropGuard,
     task: JoinHandle<()>,
 }
 
@@ -61,11 +62,9 @@ impl ApiServer {
     /// Stops accepting, lets open requests finish (a few seconds at most), and returns once the
     /// port is free.
     pub async fn stop(self) {
-        let Self { stop, mut task } = self;
-        let _ = stop.send(());
-        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
-            task.abort();
-        }
+        let Self { stop, task } = self;
+        stop.disarm().cancel();
+        let _ = task.await;
     }
 }
 
@@ -102,14 +101,17 @@ pub async fn start(
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .with_state(state);
-    let (stop, stopped) = oneshot::channel::<()>();
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                // A dropped sender means the same as a sent stop.
-                let _ = stopped.await;
-            })
+            .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future();
+        // Open requests get this long to finish once the server stops accepting.
+        let grace = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        };
         let upkeep = async {
             let mut tick = tokio::time::interval(UPKEEP_EVERY);
             loop {
@@ -122,10 +124,14 @@ pub async fn start(
                 warn!(error = %e, "the api server stopped");
             },
             () = upkeep => {}
+            () = grace => {}
         }
     });
     info!(listen = %addr, "serving /metrics, /health and /ready");
-    Ok(ApiServer { stop, task })
+    Ok(ApiServer {
+        stop: stop.drop_guard(),
+        task,
+    })
 }
 
 /// The process-wide recorder, installed on first use.

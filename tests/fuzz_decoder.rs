@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use walhook::model::Lsn;
 use walhook::source::{
-    resolve_type, Assembled, Assembler, LogicalMessage, ReplicationClient, ReplicationMessage,
+    resolve_type, Assembler, LogicalMessage, ReplicationClient, ReplicationMessage, SourceEvent,
     TypeRegistry,
 };
 
@@ -205,7 +205,7 @@ async fn mutated_real_pgoutput_messages_never_panic() {
             .apply(message, &captured.types, &mut out)
             .unwrap_or_else(|e| panic!("{e}: {}", hex(m)));
     }
-    assert!(out.iter().any(|a| matches!(a, Assembled::Change(_))));
+    assert!(out.iter().any(|a| matches!(a, SourceEvent::Change(_))));
 
     // WHEN many thousands of mutations of its messages are decoded and assembled, and their
     // CopyData frames decoded

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use walhook::model::Lsn;
 use walhook::source::{
-    connect_sql, connect_sql_url, AuthFailure, ConnectError, ConnectSpec, PgTimestamp,
+    connect_sql, connect_sql_url, AuthFailure, ConnectError, ConnectSpec, OpenError, PgTimestamp,
     ReplicationClient, ReplicationError, ReplicationMessage, StandbyStatusUpdate, TlsError,
 };
 
@@ -398,17 +398,17 @@ async fn tls_modes_encrypt_and_verify_as_libpq_does() {
     let url =
         base("127.0.0.1", "verify-full").replace(&format!("&sslrootcert={}", ca.display()), "");
     match ReplicationClient::connect(&spec(&url)).await.err().unwrap() {
-        ReplicationError::Tls {
+        ReplicationError::Open(OpenError::Tls {
             source: TlsError::Handshake { .. },
             ..
-        } => {}
+        }) => {}
         other => panic!("{other:?}"),
     }
     match connect_sql(&spec(&url)).await.err().unwrap() {
-        ConnectError::Tls {
+        ConnectError::Open(OpenError::Tls {
             source: TlsError::Handshake { .. },
             ..
-        } => {}
+        }) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -454,7 +454,10 @@ async fn unreachable_servers_and_missing_databases_say_what_to_fix() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, ConnectError::Io { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConnectError::Open(OpenError::Io { .. })),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         format!("could not reach Postgres at 127.0.0.1:{port}; is Postgres running at 127.0.0.1:{port}?")

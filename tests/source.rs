@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use walhook::model::{Change, Lsn, Operation};
-use walhook::source::{stream, ConnectSpec, SourceError, SourceEvent, SourceSettings};
+use walhook::source::{
+    stream, ConnectSpec, ReplayFilter, SourceError, SourceEvent, SourceSettings,
+};
 use walhook::telemetry::Health;
 
 use crate::support::json::{differences, same};
@@ -17,7 +20,7 @@ use crate::support::{connect, Cluster, TestDb};
 struct Running {
     events: mpsc::Receiver<SourceEvent>,
     confirm: watch::Sender<Lsn>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), SourceError>>,
 }
 
@@ -33,9 +36,11 @@ impl Running {
         };
         let (tx, events) = mpsc::channel(1024);
         let (confirm, mut confirmed) = watch::channel(Lsn(0));
-        let (stop, mut stopping) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopping = stop.clone();
         let task = tokio::spawn(async move {
-            stream(&settings, &tx, &mut confirmed, &mut stopping, None).await
+            let mut replay = ReplayFilter::default();
+            stream(&settings, &tx, &mut replay, &mut confirmed, &stopping, None).await
         });
         Running {
             events,
@@ -68,7 +73,7 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.stop.send(true).unwrap();
+        self.stop.cancel();
         self.task.await.unwrap().unwrap();
     }
 }

@@ -6,39 +6,59 @@
 //!      ▲                            ▲                                        │
 //!      └──── confirmed LSN (watch) ─┴──────────── settled (TxnIds) ◀─────────┘
 //! ```
+//!
+//! # How walhook stops
+//!
+//! One mechanism: a [`CancellationToken`] tells a task to stop, and closing a channel tells
+//! its reader to drain. `run` turns the signal it is given (SIGTERM or ctrl-c, a test's stop)
+//! into the pipeline's `shutdown` token; then, in this order:
+//!
+//! 1. The pipeline stops taking source events, backfill chunks and slot problems. The source
+//!    keeps its session alive meanwhile; what it still hands over is dropped unconfirmed, so
+//!    the next start reads it again.
+//! 2. The pipeline closes the workers' queues: each worker finishes its requests in flight,
+//!    stores what it holds for a later attempt, and ends; the pipeline takes every settlement.
+//! 3. The pipeline saves the checkpoint (the final confirmed position) in the state file.
+//! 4. It cancels the source's token: the session reports that position to Postgres in a last
+//!    standby status update, and ends the stream with CopyDone.
+//! 5. `run` cancels the `background` token: the slot guard and the backfill runner stop
+//!    wherever they wait (a backfill saves progress only for settled chunks), and what
+//!    backfills wait for is cleared in the state file.
+//! 6. The api stops last, so `/health` and `/metrics` answer throughout.
+//!
+//! When the source, a worker or the slot fails instead, the same steps run from step 2.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::api::{self, ApiError};
-use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
+use crate::backfill::{self, Windows};
 use crate::config::Config;
 use crate::database::provision::{self, ProvisionError, Target};
-use crate::database::slot_guard::{self, LagWarning, SlotProblem};
-use crate::delivery::{self, build_client, HttpSink, Job, Worker, WorkerContext, WorkerError};
-use crate::mapping::{FilterError, Mapper, ReadRow, Routed};
-use crate::model::{Lsn, TxnId};
+use crate::database::slot_guard::{self, SlotProblem};
+use crate::delivery::{self, build_client, HttpSink, Worker, WorkerContext, WorkerError};
+use crate::mapping::{FilterError, Mapper};
+use crate::model::Lsn;
 use crate::source::{
-    connect_sql, stream, ConnectError, ConnectSpec, SourceError, SourceEvent, SourceSettings,
-    SpecError,
+    self, connect_sql, ConnectError, ConnectSpec, SourceError, SourceSettings, SpecError,
 };
 use crate::state::{AckTracker, PeriodicWrite, SqliteStore, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
+mod guard;
 mod pipeline;
-mod tasks;
 #[cfg(test)]
 mod tests;
 
+use guard::guard_slot;
 use pipeline::{Inputs, Pipeline};
-use tasks::{guard_slot, run_source};
 
 /// Jobs a worker's queue holds before the pipeline waits for it.
 const WORKER_QUEUE: usize = 1024;
@@ -74,9 +94,10 @@ pub enum AppError {
     Sql(#[from] tokio_postgres::Error),
 }
 
-/// Streams and delivers until `shutdown` resolves, then drains: requests in flight finish,
-/// queued events are stored, the final confirmed LSN is sent, and the stream ends cleanly.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+/// Streams and delivers until `signal` resolves, then drains: requests in flight finish,
+/// queued events are stored, the final confirmed LSN is sent, and the stream ends cleanly (see
+/// the module's docs for the order).
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), AppError> {
     let spec: ConnectSpec = config.source.url.expose().parse()?;
     let health = Arc::new(Health::default());
     // Up first, so `/health` answers and `/ready` says why not while the database is prepared.
@@ -111,8 +132,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     drop(settled_tx);
 
+    let shutdown = CancellationToken::new();
+    let stop_source = CancellationToken::new();
+    let background = CancellationToken::new();
+    // Should this future be dropped half way (a test's task aborted), its tasks stop all the
+    // same instead of streaming on unseen.
+    let _stop_source_on_drop = stop_source.clone().drop_guard();
+    let _stop_background_on_drop = background.clone().drop_guard();
     let (confirmed_tx, confirmed_rx) = watch::channel(slot_confirmed);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
     let spec_for_guard = spec.clone();
     let spec_for_backfill = spec.clone();
@@ -128,25 +155,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .clone()
             .map(|table| (table, config.source.heartbeat_interval)),
     };
-    let source = tokio::spawn(run_source(settings, events_tx, confirmed_rx, stop_rx));
+    let source = tokio::spawn(source::run(
+        settings,
+        events_tx,
+        confirmed_rx,
+        stop_source.clone(),
+    ));
     let (problem_tx, problems) = mpsc::channel(1);
-    let guard = tokio::spawn(guard_slot(
+    let guard = tokio::spawn(background.clone().run_until_cancelled_owned(guard_slot(
         spec_for_guard,
         config.source.slot.clone(),
         config.source.heartbeat_interval,
         config.source.lag_warn_bytes,
         problem_tx,
-    ));
+    )));
     let (chunks_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
     // One question at a time: a second finds the channel full while the pipeline is busy.
     let (loads_tx, loads) = mpsc::channel(1);
-    let backfills = tokio::spawn(backfill::run_backfills(backfill::RunnerContext {
-        spec: spec_for_backfill,
-        config: config.clone(),
-        store: store.clone(),
-        chunks: chunks_tx,
-        loads: loads_tx,
-    }));
+    let backfills = tokio::spawn(background.clone().run_until_cancelled_owned(
+        backfill::run_backfills(backfill::RunnerContext {
+            spec: spec_for_backfill,
+            config: config.clone(),
+            store: store.clone(),
+            chunks: chunks_tx,
+            loads: loads_tx,
+        }),
+    ));
     info!(slot = %config.source.slot, confirmed = %slot_confirmed, subscribers = config.subscribers.len(), "walhook running");
 
     let mut pipeline = Pipeline {
@@ -154,7 +188,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         acks: AckTracker::new(slot_confirmed),
         queues,
         open: None,
-        skipping: false,
         last_commit: Lsn(0),
         routed: Vec::new(),
         max_unsettled: config.source.max_unsettled,
@@ -167,23 +200,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         reads: Vec::new(),
     };
     resume_backfills(&mut pipeline).await;
-    let outcome = pipeline
-        .run(
-            Inputs {
-                events: events_rx,
-                settled: settled_rx,
-                source,
-                problems,
-                chunks,
-                loads,
-                stop_source: stop_tx,
-            },
-            &mut workers,
-            shutdown,
-        )
-        .await;
-    guard.abort();
-    backfills.abort();
+    let inputs = Inputs {
+        events: events_rx,
+        settled: settled_rx,
+        source,
+        problems,
+        chunks,
+        loads,
+        stop_source,
+    };
+    let outcome = cancel_on(
+        signal,
+        &shutdown,
+        pipeline.run(inputs, &mut workers, shutdown.clone()),
+    )
+    .await;
+    background.cancel();
+    let _ = guard.await;
     // A running backfill waits for the next `walhook run` now, not for what it said it waited
     // for. The runner records its waits on its own thread, so once it has ended none can
     // land after this.
@@ -203,6 +236,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// Opens the state store the config names: what `run` and the other commands share.
 pub fn open_state(config: &Config) -> Result<Arc<dyn Store>, StateError> {
     Ok(Arc::new(SqliteStore::open(&config.state.path)?))
+}
+
+/// Awaits `work`, cancelling `token` as soon as `signal` resolves.
+async fn cancel_on<T>(
+    signal: impl Future<Output = ()>,
+    token: &CancellationToken,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        () = signal => {
+            token.cancel();
+            work.await
+        }
+        done = &mut work => done,
+    }
 }
 
 /// A backfill left running by a stopped walhook resumes: its next report must fold what the

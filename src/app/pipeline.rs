@@ -1,16 +1,27 @@
 //! The pipeline: source events in stream order become jobs for the subscribers' workers;
 //! settlements move the confirmed LSN.
 
-use super::*;
-use crate::source::slot_errors;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
-/// The transaction being read: its id in the tracker and how many changes were handed out
-/// (a reconnect re-sends the transaction from its Begin; those are skipped).
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::AppError;
+use crate::backfill::{self, ChunkReport, Closed, Load, LoadProbe, Signal, Windows};
+use crate::database::slot_guard::SlotProblem;
+use crate::delivery::{Job, WorkerError};
+use crate::mapping::{Mapper, ReadRow, Routed};
+use crate::model::{Lsn, TxnId};
+use crate::source::{slot_errors, ReplicationError, SourceError, SourceEvent};
+use crate::state::{AckTracker, PeriodicWrite, Store};
+
+/// The transaction being read: its id in the tracker. The source hands over each of its
+/// changes once, whatever reconnects happened.
 pub(super) struct Open {
-    pub(super) commit_lsn: Lsn,
     pub(super) txn: TxnId,
-    pub(super) seen: u32,
-    pub(super) next_index: u32,
     /// Jobs handed out for it.
     pub(super) jobs: u32,
 }
@@ -20,10 +31,8 @@ pub(super) struct Pipeline {
     pub(super) acks: AckTracker,
     pub(super) queues: Vec<mpsc::Sender<Job>>,
     pub(super) open: Option<Open>,
-    /// Reading a transaction re-sent after a reconnect that was handed out whole before.
-    pub(super) skipping: bool,
-    /// The last transaction fully read: a reconnect re-reads from the slot's confirmed
-    /// position, and what came before this must not be handed out twice.
+    /// The commit LSN of the last transaction fully read: how far the stream has been read,
+    /// for a backfill that asks about the load.
     pub(super) last_commit: Lsn,
     pub(super) routed: Vec<Routed>,
     pub(super) max_unsettled: usize,
@@ -51,15 +60,20 @@ pub(super) struct Inputs {
     pub(super) chunks: mpsc::Receiver<Signal>,
     /// A waiting backfill's questions about the load, to say why it waits.
     pub(super) loads: mpsc::Receiver<LoadProbe>,
-    pub(super) stop_source: watch::Sender<bool>,
+    /// Stops the source, once the final confirmed position is known.
+    pub(super) stop_source: CancellationToken,
 }
 
 impl Pipeline {
+    /// Runs until `shutdown` is cancelled or something fails, then drains: closes the workers'
+    /// queues and takes their settlements until every worker has finished, saves the
+    /// checkpoint, and stops the source, which reports the final confirmed position to
+    /// Postgres.
     pub(super) async fn run(
         &mut self,
         inputs: Inputs,
         workers: &mut JoinSet<Result<(), WorkerError>>,
-        shutdown: impl Future<Output = ()>,
+        shutdown: CancellationToken,
     ) -> Result<(), AppError> {
         let Inputs {
             mut events,
@@ -70,13 +84,12 @@ impl Pipeline {
             mut loads,
             stop_source,
         } = inputs;
-        tokio::pin!(shutdown);
         let failure: Option<AppError> = loop {
             let room = self.acks.unsettled() < self.max_unsettled;
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop reading and drain.
-                _ = &mut shutdown => {
+                () = shutdown.cancelled() => {
                     info!("shutting down: finishing requests in flight, storing the rest");
                     break None;
                 }
@@ -124,7 +137,7 @@ impl Pipeline {
             self.settle(&txns);
         }
         self.record_checkpoint().await;
-        let _ = stop_source.send(true);
+        stop_source.cancel();
         let source_result = if source.is_finished() && failure.is_some() {
             Ok(())
         } else {
@@ -157,7 +170,7 @@ impl Pipeline {
                 Some(problem) => problem.into(),
                 None => e.into(),
             },
-            Err(e) => SourceError::Replication(crate::source::ReplicationError::Protocol {
+            Err(e) => SourceError::Replication(ReplicationError::Protocol {
                 addr: String::new(),
                 what: format!("a crashed source task ({e})"),
                 source: None,
@@ -168,41 +181,15 @@ impl Pipeline {
 
     pub(super) async fn handle(&mut self, event: SourceEvent) {
         match event {
-            SourceEvent::Begin { commit_lsn, .. } => {
-                self.skipping = false;
-                if let Some(open) = &mut self.open {
-                    if open.commit_lsn == commit_lsn {
-                        // Re-sent after a reconnect: skip what was already handed out.
-                        open.next_index = 0;
-                        return;
-                    }
-                }
-                if commit_lsn <= self.last_commit {
-                    // Re-sent after a reconnect and handed out whole before: skipped. A
-                    // transaction the lost connection left open stays open: it comes again
-                    // after this one, and only its changes not yet handed out go on.
-                    self.skipping = true;
-                    return;
-                }
+            SourceEvent::Begin { .. } => {
                 self.open = Some(Open {
-                    commit_lsn,
                     txn: self.acks.begin(),
-                    seen: 0,
-                    next_index: 0,
                     jobs: 0,
                 });
             }
             SourceEvent::Change(change) => {
                 self.windows.observe(&change);
-                if self.skipping {
-                    return;
-                }
-                let Some(open) = &mut self.open else { return };
-                open.next_index += 1;
-                if open.next_index <= open.seen {
-                    return;
-                }
-                open.seen = open.next_index;
+                let Some(open) = &self.open else { return };
                 let txn = open.txn;
                 self.routed.clear();
                 self.mapper.map(&change, &mut self.routed);
@@ -226,9 +213,6 @@ impl Pipeline {
                 commit_lsn,
                 end_lsn,
             } => {
-                if std::mem::take(&mut self.skipping) {
-                    return;
-                }
                 if let Some(open) = self.open.take() {
                     debug!(commit_lsn = %commit_lsn, end_lsn = %end_lsn, jobs = open.jobs, "transaction handed out");
                     self.acks.commit(open.txn, end_lsn);
@@ -263,15 +247,14 @@ impl Pipeline {
         }
     }
 
-    /// Everything committed after `from` comes again and is handed out again, even what was
-    /// handed out before. A transaction half read is closed where it stands: its events are out
-    /// and settle as usual, and it comes again whole.
+    /// Everything committed after `from` comes again from the source and is handed out again,
+    /// even what was handed out before. A transaction half read is closed where it stands: its
+    /// events are out and settle as usual, and it comes again whole.
     fn replay(&mut self, from: Lsn) {
         warn!(%from, "reading the stream again from the canary's position; events after it may be delivered twice");
         if let Some(open) = self.open.take() {
             self.acks.commit(open.txn, from);
         }
-        self.skipping = false;
         self.last_commit = self.last_commit.min(from);
         self.acks.rewind(from);
         self.confirmed_tx.send_replace(self.acks.confirmed());

@@ -1,11 +1,45 @@
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
+use tokio::sync::oneshot;
+
 use super::*;
+use crate::backfill::Signal;
+use crate::delivery::Job;
 use crate::model::{Change, Datum, Operation, ReplicaIdentity, RowImage, Table, TableColumn};
+use crate::source::{ReplayFilter, SourceEvent};
+
+/// A pipeline fed as the source task feeds it: through its replay filter.
+struct Fed {
+    pipeline: Pipeline,
+    replay: ReplayFilter,
+}
+
+impl Fed {
+    async fn handle(&mut self, event: SourceEvent) {
+        if self.replay.pass(&event) {
+            self.pipeline.handle(event).await;
+        }
+    }
+}
+
+impl Deref for Fed {
+    type Target = Pipeline;
+
+    fn deref(&self) -> &Pipeline {
+        &self.pipeline
+    }
+}
+
+impl DerefMut for Fed {
+    fn deref_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
+}
 
 /// A pipeline with one subscriber for every change of `public.items`, and the receiving end
 /// of that subscriber's queue.
-fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
+fn pipeline(confirmed: Lsn) -> (Fed, mpsc::Receiver<Job>) {
     let config = crate::config::parse(
         r#"
         source.url = "postgres://h/db"
@@ -25,7 +59,6 @@ fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
         acks: AckTracker::new(confirmed),
         queues: vec![queue],
         open: None,
-        skipping: false,
         last_commit: Lsn(0),
         routed: Vec::new(),
         max_unsettled: 100,
@@ -37,7 +70,8 @@ fn pipeline(confirmed: Lsn) -> (Pipeline, mpsc::Receiver<Job>) {
         holds: VecDeque::new(),
         reads: Vec::new(),
     };
-    (pipeline, jobs)
+    let replay = ReplayFilter::default();
+    (Fed { pipeline, replay }, jobs)
 }
 
 fn insert(commit_lsn: Lsn, id: i64) -> Change {
@@ -75,7 +109,7 @@ fn insert(commit_lsn: Lsn, id: i64) -> Change {
 }
 
 /// Hands the pipeline one transaction of one insert; returns its end LSN.
-async fn one_transaction(pipeline: &mut Pipeline, commit_lsn: Lsn) -> Lsn {
+async fn one_transaction(pipeline: &mut Fed, commit_lsn: Lsn) -> Lsn {
     let end_lsn = Lsn(commit_lsn.0 + 0x30);
     pipeline
         .handle(SourceEvent::Begin { commit_lsn, xid: 7 })

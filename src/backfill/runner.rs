@@ -43,8 +43,9 @@ pub struct RunnerContext {
 }
 
 /// Runs recorded backfills one at a time, oldest first (a `running` one, left by a stopped or
-/// crashed walhook, before any `pending` one), until the pipeline stops. Meant to be aborted
-/// at shutdown: progress is saved only for settled chunks, so stopping anywhere is safe.
+/// crashed walhook, before any `pending` one), until the pipeline stops. Meant to be dropped
+/// wherever it waits at shutdown: progress is saved only for settled chunks, so stopping
+/// anywhere is safe.
 pub async fn run(ctx: RunnerContext) {
     // Chunk numbers start from the clock, so they differ from any earlier run's.
     let mut next_chunk = SystemTime::now()

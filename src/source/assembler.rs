@@ -1,35 +1,15 @@
-//! Turns decoded pgoutput messages into [`Change`]s: keeps the relation cache, numbers the
-//! changes of each transaction, and encodes every value. Pure: types the built-ins do not know
-//! are resolved by the caller (through the catalog) before a Relation message is applied.
+//! Turns decoded pgoutput messages into [`SourceEvent`]s: keeps the relation cache, numbers the
+//! changes of each transaction, and encodes every value. Pure: what pgoutput does not send
+//! (types the built-ins do not know, the primary key) the caller looks up in the catalog before
+//! it hands over a Relation message ([`Assembler::relation`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::event::SourceEvent;
 use super::pgoutput::{Begin, LogicalMessage, OldTuple, RelationMessage, TupleValue};
 use super::value::{encode_text, PgType, TypeRegistry, ValueError};
 use crate::model::{Change, Datum, Lsn, Operation, RowImage, Table};
-
-/// What one message amounts to for the rest of walhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assembled {
-    Begin {
-        commit_lsn: Lsn,
-        xid: u32,
-    },
-    Change(Change),
-    /// The transaction is complete; confirming `end_lsn` acknowledges all of it.
-    Commit {
-        commit_lsn: Lsn,
-        end_lsn: Lsn,
-    },
-    /// A `pg_logical_emit_message` (walhook's heartbeat, or a backfill watermark).
-    Message {
-        lsn: Lsn,
-        transactional: bool,
-        prefix: String,
-        content: Vec<u8>,
-    },
-}
 
 /// Why a message could not be turned into changes. Each names what is wrong with the stream.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +78,14 @@ impl Assembler {
     }
 
     /// Applies one message, appending what it amounts to (nothing for Relation, Type and
-    /// Origin; one change per table for a Truncate) to `out`.
+    /// Origin; one change per table for a Truncate) to `out`. A Relation message applied here
+    /// gets no primary key (its changes are keyed by the replica identity); the source gives
+    /// relations to [`Self::relation`] with the key from the catalog.
     pub fn apply(
         &mut self,
         message: LogicalMessage<'_>,
         types: &TypeRegistry,
-        out: &mut Vec<Assembled>,
+        out: &mut Vec<SourceEvent>,
     ) -> Result<(), AssembleError> {
         match message {
             LogicalMessage::Begin(Begin {
@@ -117,19 +99,19 @@ impl Assembler {
                     commit_time_micros: commit_time.unix_micros(),
                     next_index: 0,
                 });
-                out.push(Assembled::Begin {
+                out.push(SourceEvent::Begin {
                     commit_lsn: final_lsn,
                     xid,
                 });
             }
             LogicalMessage::Commit(commit) => {
                 self.txn = None;
-                out.push(Assembled::Commit {
+                out.push(SourceEvent::Commit {
                     commit_lsn: commit.commit_lsn,
                     end_lsn: commit.end_lsn,
                 });
             }
-            LogicalMessage::Relation(relation) => self.relation(&relation, types)?,
+            LogicalMessage::Relation(relation) => self.relation(&relation, &[], types)?,
             LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } => {}
             LogicalMessage::Insert { relation, new } => {
                 let rel = self.relation_of(relation)?;
@@ -141,7 +123,7 @@ impl Assembler {
                     None,
                     unchanged_toast,
                 )?;
-                out.push(Assembled::Change(change));
+                out.push(SourceEvent::Change(change));
             }
             LogicalMessage::Update { relation, old, new } => {
                 let rel = self.relation_of(relation)?;
@@ -157,7 +139,7 @@ impl Assembler {
                     old,
                     unchanged_toast,
                 )?;
-                out.push(Assembled::Change(change));
+                out.push(SourceEvent::Change(change));
             }
             LogicalMessage::Delete { relation, old } => {
                 let rel = self.relation_of(relation)?;
@@ -169,23 +151,22 @@ impl Assembler {
                     Some(old),
                     Vec::new(),
                 )?;
-                out.push(Assembled::Change(change));
+                out.push(SourceEvent::Change(change));
             }
             LogicalMessage::Truncate { relations, .. } => {
                 for oid in relations {
                     let table = self.relation_of(oid)?.table.clone();
                     let change = self.change(table, Operation::Truncate, None, None, Vec::new())?;
-                    out.push(Assembled::Change(change));
+                    out.push(SourceEvent::Change(change));
                 }
             }
             LogicalMessage::Message {
-                transactional,
                 lsn,
                 prefix,
                 content,
-            } => out.push(Assembled::Message {
+                ..
+            } => out.push(SourceEvent::Message {
                 lsn,
-                transactional,
                 prefix: prefix.to_string(),
                 content: content.to_vec(),
             }),
@@ -193,12 +174,20 @@ impl Assembler {
         Ok(())
     }
 
-    fn relation(
+    /// Records a relation: its Relation message, and its primary key (column names in key
+    /// order, from the catalog; empty when it has none). Every column type must be in `types`
+    /// (see [`Self::missing_types`]).
+    pub fn relation(
         &mut self,
         message: &RelationMessage<'_>,
+        primary_key: &[String],
         types: &TypeRegistry,
     ) -> Result<(), AssembleError> {
-        let table = message.to_table();
+        let mut table = message.to_table();
+        table.primary_key = primary_key
+            .iter()
+            .filter_map(|name| table.columns.iter().position(|c| &c.name == name))
+            .collect();
         let mut column_types = Vec::with_capacity(table.columns.len());
         for column in &table.columns {
             let ty = types
@@ -218,17 +207,6 @@ impl Assembler {
             },
         );
         Ok(())
-    }
-
-    /// Records the primary key of a relation just applied (column names, in key order).
-    pub fn set_primary_key(&mut self, oid: u32, key: &[String]) {
-        if let Some(rel) = self.relations.get_mut(&oid) {
-            let table = Arc::make_mut(&mut rel.table);
-            table.primary_key = key
-                .iter()
-                .filter_map(|name| table.columns.iter().position(|c| &c.name == name))
-                .collect();
-        }
     }
 
     fn relation_of(&self, oid: u32) -> Result<&Relation, AssembleError> {
@@ -418,7 +396,7 @@ mod tests {
         ] {
             assembler.apply(message, &types, &mut out).unwrap();
         }
-        let Some(Assembled::Change(change)) = out.pop() else {
+        let Some(SourceEvent::Change(change)) = out.pop() else {
             panic!("no change");
         };
         let json = &change.row.unwrap().json;

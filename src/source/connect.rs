@@ -5,6 +5,7 @@
 //! `sslmode=verify-ca` and `verify-full`. Both connections open their socket and negotiate TLS
 //! through [`transport`], so sslmode means the same thing for SQL and for replication.
 
+mod advice;
 mod sql;
 mod transport;
 
@@ -13,10 +14,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub(crate) use advice::{io_advice, server_advice};
 pub use sql::{connect_sql, connect_sql_url, ConnectError};
-pub(crate) use sql::{io_advice, server_advice};
-pub use transport::TlsError;
-pub(crate) use transport::{open, OpenError, PgStream};
+pub(crate) use transport::{open, PgStream};
+pub use transport::{OpenError, TlsError};
 
 const DEFAULT_PORT: u16 = 5432;
 const DEFAULT_HOST: &str = "localhost";

@@ -1,6 +1,8 @@
 //! The replication source: the replication connection, the pgoutput decoder, value encoding,
-//! the assembler, the canary, and the slot problems the stream reports. It never sees
-//! subscribers or HTTP; creating and checking the slot and publication is `database`'s.
+//! the assembler, the canary, and the slot problems the stream reports. [`run`] is the source
+//! task: it reconnects after transient failures, and its replay filter hands the pipeline each
+//! change once, as one [`SourceEvent`] type. It never sees subscribers or HTTP; creating and
+//! checking the slot and publication is `database`'s.
 
 mod catalog;
 mod connect;
@@ -11,8 +13,8 @@ mod wire;
 
 pub use catalog::{resolve_type, CatalogError};
 pub use connect::{
-    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, SpecError, SslMode,
-    TlsError,
+    connect_sql, connect_sql_url, ConnectError, ConnectSpec, Endpoint, Host, OpenError, SpecError,
+    SslMode, TlsError,
 };
 pub use pgoutput::{
     Begin, Commit, DecodeError, LogicalMessage, OldTuple, PgTimestamp, RelationColumn,
@@ -26,7 +28,13 @@ pub use wire::{PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, XLogDa
 
 mod assembler;
 pub mod canary;
+mod event;
+mod replay;
+mod run;
 pub mod slot_errors;
-pub use assembler::{AssembleError, Assembled, Assembler};
 mod stream;
-pub use stream::{stream, SourceError, SourceEvent, SourceSettings};
+pub use assembler::{AssembleError, Assembler};
+pub use event::SourceEvent;
+pub use replay::ReplayFilter;
+pub use run::run;
+pub use stream::{stream, SourceError, SourceSettings};

@@ -13,7 +13,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tracing::{debug, info};
 
-use super::connect::{io_advice, open, server_advice, ConnectSpec, OpenError, TlsError};
+use super::connect::{io_advice, open, server_advice, ConnectSpec, OpenError};
 use super::StandbyStatusUpdate;
 use crate::model::Lsn;
 use auth::authenticate;
@@ -25,17 +25,15 @@ mod conn;
 /// Anything that went wrong on the replication connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
+    /// The socket or TLS: its text says it all (and says it once in an error chain).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The open connection failed (the server closed it, the network dropped it).
     #[error("connection to Postgres at {addr} failed{}", io_advice(.source, .addr))]
     Io {
         addr: String,
         #[source]
         source: io::Error,
-    },
-    #[error("TLS with Postgres at {addr} failed")]
-    Tls {
-        addr: String,
-        #[source]
-        source: TlsError,
     },
     #[error("Postgres at {addr} did not let user `{user}` in; check the user and password in source.url, and that pg_hba.conf allows this user")]
     Auth {
@@ -88,15 +86,6 @@ impl ReplicationError {
                 ..
             } => Some(code),
             _ => None,
-        }
-    }
-}
-
-impl From<OpenError> for ReplicationError {
-    fn from(err: OpenError) -> Self {
-        match err {
-            OpenError::Io { addr, source } => ReplicationError::Io { addr, source },
-            OpenError::Tls { addr, source } => ReplicationError::Tls { addr, source },
         }
     }
 }

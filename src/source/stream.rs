@@ -1,55 +1,26 @@
-//! The running source: one replication session from connect to CopyDone. It decodes the
-//! stream into [`SourceEvent`]s for the pipeline and reports progress to Postgres with standby
-//! status updates carrying the LSN the ack tracker confirmed.
+//! One replication session, from connect to CopyDone. It decodes the stream into
+//! [`SourceEvent`]s for the pipeline (through the task's [`ReplayFilter`]) and reports
+//! progress to Postgres with standby status updates carrying the LSN the ack tracker confirmed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace};
 
-use super::assembler::{AssembleError, Assembled, Assembler};
+use super::assembler::{AssembleError, Assembler};
 use super::canary::{Canary, Gap};
 use super::catalog::{resolve_type, CatalogError};
 use super::connect::{connect_sql, ConnectError, ConnectSpec};
+use super::event::SourceEvent;
 use super::pgoutput::{DecodeError, LogicalMessage, PgTimestamp};
+use super::replay::ReplayFilter;
 use super::replication::{ReplicationClient, ReplicationError, ReplicationStream};
 use super::value::TypeRegistry;
 use super::wire::{ReplicationMessage, StandbyStatusUpdate};
-use crate::model::{Change, Lsn};
+use crate::model::{Lsn, TableName};
 use crate::telemetry::{Health, CANARY_GAPS, CONFIRMED_LSN, EVENTS_DECODED};
-
-/// What the source hands the pipeline, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceEvent {
-    Begin {
-        commit_lsn: Lsn,
-        xid: u32,
-    },
-    Change(Change),
-    /// Confirming `end_lsn` acknowledges the whole transaction.
-    Commit {
-        commit_lsn: Lsn,
-        end_lsn: Lsn,
-    },
-    /// A `pg_logical_emit_message` outside any transaction the pipeline is reading.
-    Message {
-        lsn: Lsn,
-        prefix: String,
-        content: Vec<u8>,
-    },
-    /// Everything the server holds up to `wal_end` has been handed over: once every earlier
-    /// event is settled, `wal_end` may be confirmed (so unrelated WAL does not hold the slot).
-    CaughtUp {
-        wal_end: Lsn,
-    },
-    /// The walsender passed walhook's canary without sending it, so what it sent after `from`
-    /// may be incomplete: the session reconnects and everything committed after `from` comes
-    /// again, to be handed out again (receivers de-duplicate on event ids).
-    Replay {
-        from: Lsn,
-    },
-}
 
 /// Where and what to stream.
 #[derive(Debug, Clone)]
@@ -63,7 +34,7 @@ pub struct SourceSettings {
     pub health: Arc<Health>,
     /// The canary table and how often a canary is written (`source.canary`,
     /// `source.heartbeat_interval`).
-    pub canary: Option<(crate::model::TableName, Duration)>,
+    pub canary: Option<(TableName, Duration)>,
 }
 
 /// Why the session ended early. [`SourceError::is_transient`] tells a reconnect from a stop.
@@ -106,7 +77,7 @@ impl SourceError {
             // Connection loss and server restarts pass; bad credentials, a missing slot or one
             // in use by another process (SQLSTATE 55006) need the operator.
             Self::Replication(e) => match e {
-                ReplicationError::Io { .. } | ReplicationError::Tls { .. } => true,
+                ReplicationError::Open(_) | ReplicationError::Io { .. } => true,
                 ReplicationError::Server { code, .. } => {
                     code.starts_with("08") || code.starts_with("57P") || code == "53300"
                 }
@@ -117,9 +88,12 @@ impl SourceError {
     }
 }
 
-/// Streams until `shutdown` turns true (then sends a final status update and CopyDone and
+/// Streams until `stop` is cancelled (then sends a final status update and CopyDone and
 /// returns `Ok`), or until an error. `confirmed` carries the LSN the ack tracker confirmed; it
-/// never moves backward.
+/// never moves backward. What the session decodes goes to `events` through `replay`, which the
+/// task keeps across its sessions.
+///
+/// [`super::run`] runs one session after another; a test may run one alone.
 ///
 /// With a `canary`, the session writes canaries and checks that the stream carries them (see
 /// [`super::canary`]): it reports nothing as flushed from an owed canary on, and ends with
@@ -128,8 +102,9 @@ impl SourceError {
 pub async fn stream(
     settings: &SourceSettings,
     events: &mpsc::Sender<SourceEvent>,
+    replay: &mut ReplayFilter,
     confirmed: &mut watch::Receiver<Lsn>,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
     mut canary: Option<&mut Canary>,
 ) -> Result<(), SourceError> {
     let sql = connect_sql(&settings.spec).await?;
@@ -146,6 +121,7 @@ pub async fn stream(
         stream,
         sql,
         events,
+        replay,
         types: TypeRegistry::builtin(),
         assembler: Assembler::new(),
         in_transaction: false,
@@ -156,7 +132,7 @@ pub async fn stream(
         health: &settings.health,
         decoded: metrics::counter!(EVENTS_DECODED),
     };
-    let result = session.run(confirmed, shutdown).await;
+    let result = session.run(confirmed, stop).await;
     let confirmed_now = *confirmed.borrow();
     match result {
         Ok(()) => {
@@ -175,6 +151,7 @@ struct Session<'a> {
     stream: ReplicationStream,
     sql: tokio_postgres::Client,
     events: &'a mpsc::Sender<SourceEvent>,
+    replay: &'a mut ReplayFilter,
     types: TypeRegistry,
     assembler: Assembler,
     in_transaction: bool,
@@ -208,7 +185,7 @@ impl Session<'_> {
     async fn run(
         &mut self,
         confirmed: &mut watch::Receiver<Lsn>,
-        shutdown: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Result<(), SourceError> {
         // Half the interval: checked once per tick, an update goes out at most half an interval
         // late, well within the 2 × status_interval that `/ready` allows.
@@ -221,7 +198,7 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop reading; the caller sends the final status.
-                _ = stopped(shutdown) => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
                 // 2. Progress: report newly confirmed positions (at most once per tick).
                 _ = tick.tick() => {
                     if let Some(canary) = self.canary.as_deref_mut() {
@@ -249,7 +226,7 @@ impl Session<'_> {
         &mut self,
         payload: &[u8],
         confirmed: &watch::Receiver<Lsn>,
-        assembled: &mut Vec<Assembled>,
+        assembled: &mut Vec<SourceEvent>,
     ) -> Result<(), SourceError> {
         let message =
             ReplicationMessage::decode(payload).map_err(|source| SourceError::Decode {
@@ -281,54 +258,34 @@ impl Session<'_> {
                 let lsn = data.wal_start;
                 let message = LogicalMessage::decode(data.data)
                     .map_err(|source| SourceError::Decode { lsn, source })?;
-                let mut primary_key = None;
                 if let LogicalMessage::Relation(relation) = &message {
                     for oid in Assembler::missing_types(relation, &self.types) {
                         resolve_type(&self.sql, oid, &mut self.types).await?;
                     }
-                    primary_key = Some((relation.oid, self.primary_key(relation.oid).await?));
+                    let key = self.primary_key(relation.oid).await?;
+                    self.assembler
+                        .relation(relation, &key, &self.types)
+                        .map_err(|source| SourceError::Assemble { lsn, source })?;
+                    return Ok(());
                 }
                 self.assembler
                     .apply(message, &self.types, assembled)
                     .map_err(|source| SourceError::Assemble { lsn, source })?;
-                if let Some((oid, key)) = primary_key {
-                    self.assembler.set_primary_key(oid, &key);
-                }
-                for item in assembled.drain(..) {
-                    let event = match item {
-                        Assembled::Begin { commit_lsn, xid } => {
-                            self.check_canary(commit_lsn, confirmed).await?;
+                for event in assembled.drain(..) {
+                    match &event {
+                        SourceEvent::Begin { commit_lsn, .. } => {
+                            self.check_canary(*commit_lsn, confirmed).await?;
                             self.in_transaction = true;
-                            SourceEvent::Begin { commit_lsn, xid }
                         }
-                        Assembled::Change(change) => {
+                        SourceEvent::Change(change) => {
                             if let Some(canary) = self.canary.as_deref_mut() {
-                                canary.arrived(&change);
+                                canary.arrived(change);
                             }
                             self.decoded.increment(1);
-                            SourceEvent::Change(change)
                         }
-                        Assembled::Commit {
-                            commit_lsn,
-                            end_lsn,
-                        } => {
-                            self.in_transaction = false;
-                            SourceEvent::Commit {
-                                commit_lsn,
-                                end_lsn,
-                            }
-                        }
-                        Assembled::Message {
-                            lsn,
-                            prefix,
-                            content,
-                            ..
-                        } => SourceEvent::Message {
-                            lsn,
-                            prefix,
-                            content,
-                        },
-                    };
+                        SourceEvent::Commit { .. } => self.in_transaction = false,
+                        _ => {}
+                    }
                     self.hand_over(event, confirmed).await?;
                 }
             }
@@ -336,8 +293,10 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Passes one event on, waiting while the pipeline is full (backpressure), but still
-    /// sending status updates meanwhile so Postgres does not time the connection out.
+    /// Passes one event on through the replay filter, waiting while the pipeline is full
+    /// (backpressure), but still sending status updates meanwhile so Postgres does not time the
+    /// connection out. The filter decides once there is room, so what it lets through is what
+    /// the pipeline got, even if the wait ends the session.
     async fn hand_over(
         &mut self,
         event: SourceEvent,
@@ -347,29 +306,27 @@ impl Session<'_> {
         // the rest of the hand-over. The timed wait below is for a full pipeline. Spending
         // the task's budget first yields to the runtime as often as `reserve()` would.
         tokio::task::coop::consume_budget().await;
-        match self.events.try_reserve() {
-            Ok(permit) => {
-                permit.send(event);
-                return Ok(());
-            }
+        let events = self.events;
+        let permit = match events.try_reserve() {
+            Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Closed(())) => return Err(SourceError::PipelineClosed),
-            Err(mpsc::error::TrySendError::Full(())) => {}
-        }
-        loop {
-            let wait = self.status_interval.min(Duration::from_secs(1));
-            match tokio::time::timeout(wait, self.events.reserve()).await {
-                Ok(Ok(permit)) => {
-                    permit.send(event);
-                    return Ok(());
+            Err(mpsc::error::TrySendError::Full(())) => loop {
+                let wait = self.status_interval.min(Duration::from_secs(1));
+                match tokio::time::timeout(wait, events.reserve()).await {
+                    Ok(Ok(permit)) => break permit,
+                    Ok(Err(_)) => return Err(SourceError::PipelineClosed),
+                    Err(_) => {
+                        debug!("pipeline full; reading paused");
+                        let lsn = *confirmed.borrow();
+                        self.send_status(lsn, false).await?;
+                    }
                 }
-                Ok(Err(_)) => return Err(SourceError::PipelineClosed),
-                Err(_) => {
-                    debug!("pipeline full; reading paused");
-                    let lsn = *confirmed.borrow();
-                    self.send_status(lsn, false).await?;
-                }
-            }
+            },
+        };
+        if self.replay.pass(&event) {
+            permit.send(event);
         }
+        Ok(())
     }
 
     /// The primary key's column names, in key order (empty when there is none).
@@ -455,9 +412,4 @@ impl Session<'_> {
         self.last_status = Instant::now();
         Ok(())
     }
-}
-
-/// Resolves once `shutdown` is true (or its sender is gone, which means the same).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

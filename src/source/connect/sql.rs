@@ -2,31 +2,20 @@
 //! and `status`. It opens its socket and TLS through [`super::open`] and hands the ready stream
 //! to tokio-postgres, so TLS behaves exactly as on the replication connection.
 
-use std::io;
-
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tracing::warn;
 
-use super::{open, ConnectSpec, OpenError, SpecError, TlsError};
+use super::{open, server_advice, ConnectSpec, OpenError, SpecError};
 
 /// The SQL connection could not be set up. Each message names the cause and what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("source.url is not a usable connection string")]
     Spec(#[source] SpecError),
-    #[error("could not reach Postgres at {addr}{}", io_advice(.source, .addr))]
-    Io {
-        addr: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("TLS with Postgres at {addr} failed")]
-    Tls {
-        addr: String,
-        #[source]
-        source: TlsError,
-    },
+    /// The socket or TLS: its text says it all (and says it once in an error chain).
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("Postgres at {addr} did not let user `{user}` in; check the user and password in source.url, and that pg_hba.conf allows this user")]
     Auth {
         addr: String,
@@ -47,15 +36,6 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
-}
-
-impl From<OpenError> for ConnectError {
-    fn from(err: OpenError) -> Self {
-        match err {
-            OpenError::Io { addr, source } => ConnectError::Io { addr, source },
-            OpenError::Tls { addr, source } => ConnectError::Tls { addr, source },
-        }
-    }
 }
 
 /// [`connect_sql`] for a `source.url` string.
@@ -123,41 +103,4 @@ fn classify(source: tokio_postgres::Error, addr: String, user: &str) -> ConnectE
 fn is_client_side_auth_failure(err: &tokio_postgres::Error) -> bool {
     let text = err.to_string();
     text.starts_with("authentication error") || text.contains("password missing")
-}
-
-/// Advice for an I/O error while reaching `addr`, chosen by its kind.
-pub(crate) fn io_advice(err: &io::Error, addr: &str) -> String {
-    match err.kind() {
-        io::ErrorKind::ConnectionRefused => format!("; is Postgres running at {addr}?"),
-        io::ErrorKind::NotFound if addr.starts_with('/') => format!(
-            "; is Postgres running with its socket at {addr}? check the host (socket directory) and port in source.url"
-        ),
-        io::ErrorKind::TimedOut => "; is the host reachable and the port open? check the host and port in source.url".to_string(),
-        io::ErrorKind::PermissionDenied => "; check the permissions of the socket directory".to_string(),
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-            "; the server closed the connection (restarted, or the backend was terminated?)".to_string()
-        }
-        _ => "; check the host and port in source.url".to_string(),
-    }
-}
-
-/// Advice for a server error, chosen by its SQLSTATE; empty when the server's message and
-/// hint say it all.
-pub(crate) fn server_advice(code: &str) -> &'static str {
-    match code {
-        "3D000" => "; the database does not exist: check the database name in source.url",
-        "28P01" | "28000" => {
-            "; check the user and password in source.url, and that pg_hba.conf allows this user"
-        }
-        "42501" => {
-            "; the role lacks a privilege: walhook's role needs REPLICATION (ALTER ROLE ... REPLICATION)"
-        }
-        "53300" => "; the server has too many connections: raise max_connections or max_wal_senders",
-        "57P03" => "; the server is starting up or shutting down: try again shortly",
-        "55006" => "; the slot is in use by another connection: stop the other walhook or client",
-        "42704" => "; the slot or publication does not exist: run `walhook setup`",
-        "42710" => "; it already exists",
-        "55000" => "; check wal_level = logical and max_replication_slots in postgresql.conf",
-        _ => "",
-    }
 }

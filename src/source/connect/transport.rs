@@ -24,7 +24,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::{ConnectSpec, Endpoint, Host, SslMode};
+use super::{io_advice, ConnectSpec, Endpoint, Host, SslMode};
 
 /// Why TLS could not be set up. Each message names what to change.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +59,11 @@ pub enum TlsError {
     },
 }
 
-/// What can go wrong before the first Postgres message: the socket or TLS.
+/// What can go wrong before the first Postgres message: the socket or TLS. The SQL and the
+/// replication connection both open through [`open`] and pass this on as it is.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum OpenError {
-    #[error("could not reach Postgres at {addr}")]
+pub enum OpenError {
+    #[error("could not reach Postgres at {addr}{}", io_advice(.source, .addr))]
     Io {
         addr: String,
         #[source]
