@@ -302,14 +302,15 @@ def apply(conn, events, trace=None):
 
 
 def _trace_line(c, key, applied):
-    """`  <id> <table> <operation> key=[..] old=[..]|- toast=<columns>|- applied|skipped`."""
+    """`  <id> <table> <operation> at=<lsn>/<index> key=[..] old=[..]|- toast=<cols>|- applied|skipped`."""
 
     def values(image):
         return "[" + ",".join(str(image.get(k)) for k in key) + "]" if image else "-"
 
     image = c.old if c.operation == "delete" else c.row
     return (
-        f"  {c.id} {c.table} {c.operation} key={values(image)} old={values(c.old)}"
+        f"  {c.id} {c.table} {c.operation} at={c.version.pg_lsn}/{c.version.index}"
+        f" key={values(image)} old={values(c.old)}"
         f" toast={','.join(c.unchanged_toast) or '-'} {'applied' if applied else 'skipped'}"
     )
 

@@ -59,10 +59,13 @@ impl<J: Ordered> Order<J> {
         self.keys.contains_key(key)
     }
 
-    /// Whether a new `event` would wait behind a live job here: its key has a job queued or
-    /// in flight, or its table has a barrier waiting or in flight.
+    /// Whether a new `event` must follow a live job here: its key has a job queued or in
+    /// flight, its table has a barrier waiting or in flight, or it is a barrier and its table
+    /// has live jobs ([`Event::must_follow`] against every live job).
     pub fn holds_back(&self, event: &Event) -> bool {
-        self.keys.contains_key(&event.key) || self.barriers.contains_key(&event.table)
+        self.keys.contains_key(&event.key)
+            || self.barriers.contains_key(&event.table)
+            || (event.is_truncate && self.table_busy(&event.table))
     }
 
     /// Queues `job` after every job pushed before it: behind its key, or behind its table's

@@ -201,6 +201,10 @@ impl Spill {
             )?;
         }
         let held_any = !pending.is_empty();
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let ids: Vec<&str> = pending.iter().map(|p| p.event.id.as_str()).collect();
+            tracing::trace!(subscriber = %self.subscriber, ?ids, "storing");
+        }
         let stored = if held_any {
             self.failed(self.store().store_pending(&self.subscriber, pending).await)?
         } else {

@@ -114,7 +114,7 @@ impl<S: Sink> Worker<S> {
         let mut retry_tick = tokio::time::interval(Duration::from_millis(100));
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.launch(!open);
+            self.launch(!open).await?;
             self.spill.flush(&mut self.meters).await?;
             if !open && self.in_flight.is_empty() {
                 self.spill.record_success(true).await?;
@@ -176,14 +176,17 @@ impl<S: Sink> Worker<S> {
     }
 
     /// Queues a live job, or stores it behind held events of its key or table.
+    ///
+    /// A job that must follow a live one (its key's, or its table's barrier) always queues
+    /// behind it here, even when the store holds events it must follow too: stored now, it
+    /// would stand in the store before the live job, should that one fail and be stored after
+    /// it. It goes to the store when its turn comes instead (see [`Worker::launch`]), or with
+    /// the live job if that one fails. Otherwise it goes to the store when the store holds
+    /// events it must follow, while the receiver is down, or while delivery is paused.
     async fn accept(&mut self, job: Job) -> Result<(), WorkerError> {
-        // While the receiver is down, new keys go straight to the store; a key with a job still
-        // queued or in flight (or a table with a barrier) keeps this one behind it instead,
-        // since the store would retry it first.
         let behind_live = self.order.holds_back(&job.event);
-        let must_hold = self.paused.is_some()
-            || (self.down && !behind_live)
-            || self.spill.must_hold(&job.event).await?;
+        let must_hold = !behind_live
+            && (self.paused.is_some() || self.down || self.spill.must_hold(&job.event).await?);
         if must_hold {
             self.spill.hold(job, None);
         } else {
@@ -202,14 +205,17 @@ impl<S: Sink> Worker<S> {
     }
 
     /// Starts requests while there is room: truncates whose table has gone quiet, full batches
-    /// at once, a partial one after `batch_wait` (or at once when draining).
-    fn launch(&mut self, draining: bool) {
+    /// at once, a partial one after `batch_wait` (or at once when draining). A job whose turn
+    /// came but that must still follow events in the store goes there instead.
+    async fn launch(&mut self, draining: bool) -> Result<(), WorkerError> {
         if self.paused.is_some() {
-            return;
+            return Ok(());
         }
         let room = self.config.concurrency.saturating_sub(self.in_flight.len());
         for truncate in self.order.take_truncates(room) {
-            self.send(Sent::Live(vec![truncate]));
+            if !self.held_instead(&truncate).await? {
+                self.send(Sent::Live(vec![truncate]));
+            }
         }
         while self.in_flight.len() < self.config.concurrency && self.order.ready_keys() > 0 {
             let (size, wait) = (self.config.batch_size, self.config.batch_wait);
@@ -217,11 +223,38 @@ impl<S: Sink> Worker<S> {
             if jobs.is_empty() {
                 break;
             }
-            self.send(Sent::Live(jobs));
+            let mut sending = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                if !self.held_instead(&job).await? {
+                    sending.push(job);
+                }
+            }
+            if !sending.is_empty() {
+                self.send(Sent::Live(sending));
+            }
         }
+        Ok(())
+    }
+
+    /// Whether `job`, just taken from the order, must still follow events in the store (or on
+    /// their way there): it then goes to the store instead of out, and the order moves on. A
+    /// question to the store only while the store may hold events of this subscriber.
+    async fn held_instead(&mut self, job: &Job) -> Result<bool, WorkerError> {
+        if !self.spill.must_hold(&job.event).await? {
+            return Ok(false);
+        }
+        if let Some(job) = self.order.finished(job, now()) {
+            self.spill.hold(job, None);
+        }
+        Ok(true)
     }
 
     fn send(&mut self, sent: Sent) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let ids: Vec<&str> = sent.events().map(|e| e.id.as_str()).collect();
+            let held = matches!(sent, Sent::Held(_));
+            tracing::trace!(subscriber = %self.name(), held, ?ids, "sending");
+        }
         let sink = self.sink.clone();
         self.in_flight.spawn(async move {
             let report = {

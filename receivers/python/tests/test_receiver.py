@@ -87,8 +87,8 @@ def test_trace_logs_each_event_with_its_key(database_urls, tmp_path, replica, ta
         own.stop()
     lines = own.log_path.read_text().splitlines()
     assert lines[0] == "evt_0000000000000100_0 events=1 applied=1 skipped=0"
-    assert lines[1].split() == ["evt_0000000000000100_0", t, "insert", "key=[1.5]", "old=-", "toast=-", "applied"]
-    assert lines[3].split()[2:] == ["update", "key=[2.5]", "old=[1.5]", "toast=body", "applied"]
+    assert lines[1].split() == ["evt_0000000000000100_0", t, "insert", "at=0/100/0", "key=[1.5]", "old=-", "toast=-", "applied"]
+    assert lines[3].split()[2:] == ["update", "at=0/200/0", "key=[2.5]", "old=[1.5]", "toast=body", "applied"]
 
 
 def waiting_on_a_lock(conn):

@@ -335,3 +335,46 @@ async fn a_barrier_held_in_a_burst_keeps_its_tables_later_events_behind_it() {
     let status = h.store().subscriber_status(SUBSCRIBER).await.unwrap();
     assert_eq!(status.pending, 3);
 }
+
+/// The held events of `SUBSCRIBER` in the order the store gives them out: the due heads,
+/// delivered one at a time.
+async fn drain(store: &dyn Store) -> Vec<String> {
+    let far = UnixMillis::now().saturating_add(4 * HOUR);
+    let mut order = Vec::new();
+    loop {
+        let due = store.due(SUBSCRIBER, far, 1).await.unwrap();
+        let Some(head) = due.into_iter().next() else {
+            return order;
+        };
+        store
+            .remove_pending(SUBSCRIBER, vec![head.event.id.clone()])
+            .await
+            .unwrap();
+        order.push(head.event.id);
+    }
+}
+
+#[tokio::test]
+async fn a_live_job_that_fails_is_stored_before_the_later_events_that_must_follow_it() {
+    // GIVEN a receiver that asks keys 9 and 1 to come back in an hour, and an event of key 9
+    // already held, so the store holds an event of the table
+    let retry = Outcome::Retry { after: Some(HOUR) };
+    let mut h = Harness::start(1, &[("t:[9]", retry.clone()), ("t:[1]", retry)]).await;
+    let held = h.send("h1", "t:[9]").await;
+    assert_eq!(h.settled(1).await, [held]);
+
+    // WHEN a row of key 1 (sent live), then a barrier of the table and a later update of key 1
+    // arrive together, and the row's attempt fails
+    let mut txns = vec![
+        h.send("r1", "t:[1]").await,
+        h.send_event("moved", "t:[2]", true).await,
+        h.send("later", "t:[1]").await,
+    ];
+    txns.sort();
+    assert_eq!(h.settled(3).await, txns);
+    h.stop().await;
+
+    // THEN the store gives them out in commit order: the failed row before the barrier and
+    // the update that came after it
+    assert_eq!(drain(h.store()).await, ["h1", "r1", "moved", "later"]);
+}
