@@ -27,11 +27,24 @@ use db::Db;
 
 type Call = Box<dyn FnOnce(&mut Db) + Send>;
 
-/// The SQLite store. Cheap to share behind an `Arc`; the file closes when the last handle is
-/// dropped and the calls sent before have run.
+/// The SQLite store. Cheap to share behind an `Arc`. Dropping the last handle runs the calls
+/// sent before, closes the file and only then returns: opening the same file again right
+/// after (as `walhook status` does) must not meet a close still under way on the store's
+/// thread, which SQLite's unix VFS can deadlock on.
 pub struct SqliteStore {
-    calls: mpsc::Sender<Call>,
+    calls: Option<mpsc::Sender<Call>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop once the calls sent before have run.
+        drop(self.calls.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -61,18 +74,24 @@ impl SqliteStore {
 
     fn start(mut db: Db, path: PathBuf) -> Result<SqliteStore, StateError> {
         let (calls, queue) = mpsc::channel::<Call>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("walhook-state".into())
             .spawn(move || {
                 while let Ok(call) = queue.recv() {
                     call(&mut db);
                 }
+                // The connection closes here, before `drop` of the last handle returns.
+                drop(db);
             })
             .map_err(|source| StateError::Thread {
                 path: path.clone(),
                 source,
             })?;
-        Ok(SqliteStore { calls, path })
+        Ok(SqliteStore {
+            calls: Some(calls),
+            thread: Some(thread),
+            path,
+        })
     }
 
     /// Runs `work` on the store's thread and waits for its answer without blocking this one.
@@ -87,7 +106,8 @@ impl SqliteStore {
         let stopped = || StateError::Stopped {
             path: self.path.clone(),
         };
-        self.calls.send(call).map_err(|_| stopped())?;
+        let calls = self.calls.as_ref().ok_or_else(stopped)?;
+        calls.send(call).map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 }
