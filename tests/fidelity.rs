@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::faults::harness::{fresh_dir, source_section, wait_streaming, write_config, Process};
+use crate::faults::harness::{
+    fresh_dir, source_section, wait_inactive, wait_streaming, write_config, Process,
+};
 use crate::support::python::SyncReceiver;
 use crate::support::{Server, TestDb};
 
@@ -169,6 +171,13 @@ async fn converge(seed: u64, identity: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     walhook.stop().await;
+    // The test cluster has room for 100 slots: a long run of seeds frees each one it is done
+    // with.
+    wait_inactive(&client, source.name()).await;
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&source.name()])
+        .await
+        .unwrap();
     println!(
         "fidelity seed {seed} ({identity}): {items} rows before, {transactions} transactions, \
          batch_size {batch_size}, concurrency {concurrency}, 3 kills: converged in {:.1}s",
