@@ -52,6 +52,8 @@ use crate::source::{
 use crate::state::{AckTracker, PeriodicWrite, SqliteStore, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
+#[cfg(test)]
+mod error_tests;
 mod guard;
 mod pipeline;
 #[cfg(test)]
@@ -88,7 +90,8 @@ pub enum AppError {
     Worker(#[from] WorkerError),
     #[error("cannot start the [api] endpoints")]
     Api(#[from] ApiError),
-    #[error("{0}")]
+    /// Its text says what happened and what to do (and says it once in an error chain).
+    #[error(transparent)]
     Slot(#[from] SlotProblem),
     #[error("cannot read the slot's position")]
     Sql(#[from] tokio_postgres::Error),
