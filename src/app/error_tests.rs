@@ -7,6 +7,7 @@ use std::io;
 
 use super::AppError;
 use crate::api::ApiError;
+use crate::database::prerequisites::{self, Finding, Verdict};
 use crate::database::provision::ProvisionError;
 use crate::database::slot_guard::SlotProblem;
 use crate::delivery::WorkerError;
@@ -124,6 +125,13 @@ fn every_cause_appears_once_in_the_chain() {
                 sqlite_error(13, "database or disk is full"),
             )),
         }
+        .into(),
+        prerequisites::ready_to_run(&[Finding {
+            verdict: Verdict::Blocks,
+            summary: "wal_level is `replica`; logical decoding needs `logical`".into(),
+            fix: Some("ALTER SYSTEM SET wal_level = logical;  -- then restart Postgres".into()),
+        }])
+        .unwrap_err()
         .into(),
         ApiError::Listen {
             addr: "127.0.0.1:9187".parse().unwrap(),
