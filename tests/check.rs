@@ -3,10 +3,12 @@
 
 use std::process::Command;
 
-use walhook::database::prerequisites::{check, Expectations, Finding};
+use walhook::database::prerequisites::{check, Expectations, Finding, Verdict};
 use walhook::model::TableName;
 
 use crate::support::{connect, Cluster, TestDb};
+
+mod others;
 
 fn orders() -> TableName {
     TableName {
@@ -37,7 +39,7 @@ async fn findings(
 fn problem<'a>(findings: &'a [Finding], needle: &str) -> &'a Finding {
     let matching: Vec<&Finding> = findings
         .iter()
-        .filter(|f| !f.ok && f.summary.contains(needle))
+        .filter(|f| !f.is_ok() && f.summary.contains(needle))
         .collect();
     assert_eq!(
         matching.len(),
@@ -59,7 +61,9 @@ async fn run_fix(client: &tokio_postgres::Client, fix: &str) {
 
 fn no_problem(findings: &[Finding], needle: &str) {
     assert!(
-        !findings.iter().any(|f| !f.ok && f.summary.contains(needle)),
+        !findings
+            .iter()
+            .any(|f| !f.is_ok() && f.summary.contains(needle)),
         "unexpected problem `{needle}` in {findings:#?}"
     );
 }
@@ -88,7 +92,7 @@ async fn ready_db() -> (TestDb, tokio_postgres::Client) {
 async fn a_ready_database_has_no_problems() {
     let (db, client) = ready_db().await;
     let found = findings(&client, db.name(), &[&orders()]).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
     assert_eq!(found.len(), 6, "{found:#?}");
     // AND the server's version comes first, saying what it cannot do
     let version: i32 = client
@@ -115,6 +119,7 @@ async fn wal_level_not_logical() {
     let found = findings(&client, "walhook", &[]).await;
     // THEN wal_level is the problem, and its fix works after a restart
     let p = problem(&found, "wal_level is `replica`");
+    assert_eq!(p.verdict, Verdict::Blocks);
     let fix = p.fix.clone().unwrap();
     assert_eq!(
         fix,
@@ -144,13 +149,14 @@ async fn role_without_replication() {
     let found = findings(&as_role, db.name(), &[&orders()]).await;
     // THEN the missing privilege is named with the GRANT that fixes it
     let p = problem(&found, "has neither REPLICATION nor SUPERUSER");
+    assert_eq!(p.verdict, Verdict::Blocks);
     assert_eq!(
         p.fix.as_deref(),
         Some(format!("ALTER ROLE \"{role}\" WITH REPLICATION;").as_str())
     );
     run_fix(&admin, p.fix.as_deref().unwrap()).await;
     let found = findings(&as_role, db.name(), &[&orders()]).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
 }
 
 #[tokio::test]
@@ -167,6 +173,7 @@ async fn role_without_select_on_a_table() {
     let as_role = connect(&server.url_for(&role, "pw", db.name())).await;
     let found = findings(&as_role, db.name(), &[&orders()]).await;
     let p = problem(&found, "may not SELECT from public.orders");
+    assert_eq!(p.verdict, Verdict::Degraded);
     assert_eq!(
         p.fix.as_deref(),
         Some(format!("GRANT SELECT ON \"public\".\"orders\" TO \"{role}\";").as_str())
@@ -184,6 +191,7 @@ async fn mapped_table_missing() {
     };
     let found = findings(&client, db.name(), &[&orders(), &refunds]).await;
     let p = problem(&found, "table public.refunds does not exist");
+    assert_eq!(p.verdict, Verdict::Blocks);
     assert_eq!(
         p.fix.as_deref(),
         Some("create the table, or correct `table = \"public.refunds\"` in the config")
@@ -196,7 +204,7 @@ async fn mapped_table_missing() {
         .await
         .unwrap();
     let found = findings(&client, db.name(), &[&orders(), &refunds]).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
 }
 
 #[tokio::test]
@@ -218,6 +226,7 @@ async fn table_without_primary_key_or_full_identity() {
         &found,
         "table public.events_log has no primary key and no REPLICA IDENTITY FULL",
     );
+    assert_eq!(p.verdict, Verdict::Degraded);
     assert_eq!(
         p.fix.as_deref(),
         Some(
@@ -226,7 +235,7 @@ async fn table_without_primary_key_or_full_identity() {
     );
     run_fix(&client, p.fix.as_deref().unwrap()).await;
     let found = findings(&client, db.name(), &[&log]).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
 }
 
 #[tokio::test]
@@ -247,6 +256,7 @@ async fn publication_missing_or_lacking_a_table() {
     // GIVEN no publication: its CREATE is the fix
     let found = findings(&client, name, &tables).await;
     let p = problem(&found, &format!("publication `{name}` does not exist"));
+    assert_eq!(p.verdict, Verdict::RunFixes);
     assert_eq!(
         p.fix.as_deref(),
         Some(format!("CREATE PUBLICATION \"{name}\" FOR TABLE \"public\".\"orders\", \"public\".\"customers\";  -- or run `walhook setup --apply`").as_str())
@@ -261,13 +271,14 @@ async fn publication_missing_or_lacking_a_table() {
         &found,
         &format!("publication `{name}` lacks 1 mapped table(s)"),
     );
+    assert_eq!(p.verdict, Verdict::RunFixes);
     assert_eq!(
         p.fix.as_deref(),
         Some(format!("ALTER PUBLICATION \"{name}\" ADD TABLE \"public\".\"customers\";").as_str())
     );
     run_fix(&client, p.fix.as_deref().unwrap()).await;
     let found = findings(&client, name, &tables).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
 }
 
 #[tokio::test]
@@ -287,11 +298,12 @@ async fn slot_missing_or_using_another_plugin() {
         &found,
         "using plugin `test_decoding`, not a logical slot using pgoutput",
     );
+    assert_eq!(p.verdict, Verdict::Blocks);
     // WHEN the fix (drop, create) is run
     run_fix(&client, p.fix.as_deref().unwrap()).await;
     // THEN all is well
     let found = findings(&client, name, &[&orders()]).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
     // GIVEN no slot at all
     client
         .batch_execute(&format!("SELECT pg_drop_replication_slot('{name}')"))
@@ -299,9 +311,10 @@ async fn slot_missing_or_using_another_plugin() {
         .unwrap();
     let found = findings(&client, name, &[&orders()]).await;
     let p = problem(&found, &format!("replication slot `{name}` does not exist"));
+    assert_eq!(p.verdict, Verdict::RunFixes);
     run_fix(&client, p.fix.as_deref().unwrap()).await;
     let found = findings(&client, name, &[&orders()]).await;
-    assert!(found.iter().all(|f| f.ok), "{found:#?}");
+    assert!(found.iter().all(|f| f.is_ok()), "{found:#?}");
 }
 
 #[tokio::test]
@@ -316,11 +329,13 @@ async fn replication_slots_exhausted() {
     // WHEN checked
     let found = findings(&client, "walhook", &[]).await;
     // THEN both the missing slot and the exhausted limit are reported
-    problem(&found, "replication slot `walhook` does not exist");
+    let missing = problem(&found, "replication slot `walhook` does not exist");
+    assert_eq!(missing.verdict, Verdict::RunFixes);
     let p = problem(
         &found,
         "all 1 replication slots (max_replication_slots) are in use",
     );
+    assert_eq!(p.verdict, Verdict::Blocks);
     run_fix(&client, p.fix.as_deref().unwrap()).await;
     drop(client);
     cluster.restart();

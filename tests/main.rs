@@ -15,6 +15,7 @@ mod e2e_more;
 mod faults;
 mod fidelity;
 mod fuzz_decoder;
+mod logs;
 mod metrics;
 mod operations;
 mod replication;

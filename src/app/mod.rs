@@ -41,6 +41,7 @@ use tracing::{error, info, warn};
 use crate::api::{self, ApiError};
 use crate::backfill::{self, Windows};
 use crate::config::Config;
+use crate::database::prerequisites::{self, Expectations, NotReady, Verdict};
 use crate::database::provision::{self, ProvisionError, Target};
 use crate::database::slot_guard::{self, SlotProblem};
 use crate::delivery::{self, build_client, HttpSink, Worker, WorkerContext, WorkerError};
@@ -52,6 +53,8 @@ use crate::source::{
 use crate::state::{AckTracker, PeriodicWrite, SqliteStore, StateError, Store, UnixMillis};
 use crate::telemetry::Health;
 
+#[cfg(test)]
+mod error_tests;
 mod guard;
 mod pipeline;
 #[cfg(test)]
@@ -76,6 +79,11 @@ pub enum AppError {
     Url(#[from] SpecError),
     #[error("cannot connect to Postgres")]
     Connect(#[from] ConnectError),
+    /// What blocks streaming, each with its fix, as `walhook check` says it.
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    #[error("cannot check the database's prerequisites")]
+    Check(#[source] tokio_postgres::Error),
     #[error("cannot create the publication or slot; run `walhook check` to see what is missing")]
     Provision(#[from] ProvisionError),
     #[error("cannot open the state store")]
@@ -88,7 +96,8 @@ pub enum AppError {
     Worker(#[from] WorkerError),
     #[error("cannot start the [api] endpoints")]
     Api(#[from] ApiError),
-    #[error("{0}")]
+    /// Its text says what happened and what to do (and says it once in an error chain).
+    #[error(transparent)]
     Slot(#[from] SlotProblem),
     #[error("cannot read the slot's position")]
     Sql(#[from] tokio_postgres::Error),
@@ -275,8 +284,9 @@ async fn resume_backfills(pipeline: &mut Pipeline) {
     }
 }
 
-/// Creates the publication and slot if missing; returns the slot's confirmed position. When it
-/// creates the slot, it records the initial backfills (`initial_backfill = true`).
+/// Checks what `walhook check` checks, then creates the publication and slot if missing;
+/// returns the slot's confirmed position. When it creates the slot, it records the initial
+/// backfills (`initial_backfill = true`).
 async fn prepare_database(
     config: &Config,
     spec: &ConnectSpec,
@@ -290,6 +300,7 @@ async fn prepare_database(
         tables: &tables,
         canary: config.source.canary.as_ref(),
     };
+    check_prerequisites(&client, &target).await?;
     let plan = provision::plan(&client, &target).await?;
     for statement in &plan.statements {
         info!(sql = %statement, "setting up");
@@ -309,6 +320,30 @@ async fn prepare_database(
         info!(slot = %config.source.slot, start = %confirmed, "replication slot created: it streams the changes committed after its start; rows committed before (even while it was being created) reach subscribers only through a backfill (initial_backfill)");
     }
     Ok(confirmed)
+}
+
+/// What `walhook check` checks, before anything is created: stops on what walhook cannot fix
+/// itself (with the fix), and warns of what it can stream without.
+async fn check_prerequisites(
+    client: &tokio_postgres::Client,
+    target: &Target<'_>,
+) -> Result<(), AppError> {
+    let findings = prerequisites::check(
+        client,
+        &Expectations {
+            slot: target.slot,
+            publication: target.publication,
+            tables: target.tables,
+            canary: target.canary,
+        },
+    )
+    .await
+    .map_err(AppError::Check)?;
+    prerequisites::ready_to_run(&findings)?;
+    for finding in findings.iter().filter(|f| f.verdict == Verdict::Degraded) {
+        warn!(problem = %finding.summary, fix = finding.fix.as_deref().unwrap_or(""), "the database lacks something walhook streams without");
+    }
+    Ok(())
 }
 
 /// Says at start what the state file holds for each subscriber, so a restart's redeliveries

@@ -35,14 +35,9 @@ pub async fn check(config: &Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("checking the database")?;
-    let problems = findings.iter().filter(|f| !f.ok).count();
+    let problems = findings.iter().filter(|f| !f.is_ok()).count();
     for finding in &findings {
-        println!("{} {}", if finding.ok { "✓" } else { "✗" }, finding.summary);
-        if let Some(fix) = &finding.fix {
-            for line in fix.lines() {
-                println!("    fix: {line}");
-            }
-        }
+        println!("{finding}");
     }
     if problems == 0 {
         println!("\nready: walhook can stream from this database");

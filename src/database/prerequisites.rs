@@ -1,14 +1,37 @@
 //! `walhook check`: everything the database must provide before walhook can stream, each
-//! finding with the SQL that fixes it.
+//! finding with the SQL that fixes it. `walhook run` runs the same checks at start and stops on
+//! what it cannot fix itself ([`NotReady`]), before it changes anything.
+
+use std::fmt;
 
 use crate::model::TableName;
 
 use super::sql;
 
+mod publication;
+mod slot;
+
+/// What a finding means: for `walhook check` a ✓ or a ✗, for `walhook run` whether it may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// As walhook needs it.
+    Ok,
+    /// Missing or incomplete, and walhook's role may create or complete it: `walhook run` does
+    /// so on start, as `walhook setup --apply` does (the publication, the slot, the canary
+    /// table).
+    RunFixes,
+    /// Streaming works without it, with less (no old keys, no backfills): `walhook run` logs it
+    /// as a warning and starts.
+    Degraded,
+    /// Streaming cannot work until someone fixes it: `walhook run` stops before it changes
+    /// anything, with the summary and the fix.
+    Blocks,
+}
+
 /// One thing `check` looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    pub ok: bool,
+    pub verdict: Verdict,
     /// What was checked, and what was found.
     pub summary: String,
     /// The SQL (or step) that fixes a problem.
@@ -18,18 +41,72 @@ pub struct Finding {
 impl Finding {
     fn ok(summary: impl Into<String>) -> Self {
         Self {
-            ok: true,
+            verdict: Verdict::Ok,
             summary: summary.into(),
             fix: None,
         }
     }
 
-    fn problem(summary: impl Into<String>, fix: impl Into<String>) -> Self {
+    fn problem(verdict: Verdict, summary: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
-            ok: false,
+            verdict,
             summary: summary.into(),
             fix: Some(fix.into()),
         }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.verdict == Verdict::Ok
+    }
+}
+
+/// As `walhook check` prints it: `✓ summary`, or `✗ summary` and one `    fix: ` line per line
+/// of the fix.
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.is_ok() { "✓" } else { "✗" };
+        write!(f, "{mark} {}", self.summary)?;
+        for line in self.fix.iter().flat_map(|fix| fix.lines()) {
+            write!(f, "\n    fix: {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What keeps `walhook run` from starting: the findings that block it, as `walhook check`
+/// prints them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the database is not ready for walhook, which changed nothing in it. Fix {} and start again \
+     (`walhook check` shows every check):\n{}",
+    these_problems(.0.len()),
+    lines(.0)
+)]
+pub struct NotReady(pub Vec<Finding>);
+
+fn these_problems(count: usize) -> String {
+    match count {
+        1 => "this problem".to_string(),
+        n => format!("these {n} problems"),
+    }
+}
+
+fn lines(findings: &[Finding]) -> String {
+    let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// `Ok` when nothing in `findings` blocks `walhook run`.
+pub fn ready_to_run(findings: &[Finding]) -> Result<(), NotReady> {
+    let blocking: Vec<Finding> = findings
+        .iter()
+        .filter(|f| f.verdict == Verdict::Blocks)
+        .cloned()
+        .collect();
+    if blocking.is_empty() {
+        Ok(())
+    } else {
+        Err(NotReady(blocking))
     }
 }
 
@@ -42,6 +119,13 @@ pub struct Expectations<'a> {
     pub canary: Option<&'a TableName>,
 }
 
+impl Expectations<'_> {
+    /// The tables the publication must publish: the mapped ones and the canary.
+    fn published(&self) -> impl Iterator<Item = &TableName> {
+        self.tables.iter().copied().chain(self.canary)
+    }
+}
+
 /// Runs every check; a failing query is itself a finding, so one problem never hides others.
 pub async fn check(
     client: &tokio_postgres::Client,
@@ -52,8 +136,8 @@ pub async fn check(
     findings.push(check_wal_level(client).await?);
     let role = check_role(client, &mut findings).await?;
     check_tables(client, want, &role, &mut findings).await?;
-    check_publication(client, want, &mut findings).await?;
-    check_slot(client, want, &mut findings).await?;
+    publication::check(client, want, &role, &mut findings).await?;
+    slot::check(client, want, &mut findings).await?;
     Ok(findings)
 }
 
@@ -63,6 +147,7 @@ async fn check_version(client: &tokio_postgres::Client) -> Result<Finding, tokio
     let (number, version) = super::server_version(client).await?;
     Ok(match number {
         n if n < 120_000 => Finding::problem(
+            Verdict::Blocks,
             format!("Postgres {version}: walhook needs Postgres 12 or later"),
             "upgrade Postgres to 12 or later (14 or later for backfills)",
         ),
@@ -82,6 +167,7 @@ async fn check_wal_level(
         Finding::ok("wal_level is logical")
     } else {
         Finding::problem(
+            Verdict::Blocks,
             format!("wal_level is `{level}`; logical decoding needs `logical`"),
             "ALTER SYSTEM SET wal_level = logical;  -- then restart Postgres",
         )
@@ -103,6 +189,7 @@ async fn check_role(
         Finding::ok(format!("role `{role}` may use replication"))
     } else {
         Finding::problem(
+            Verdict::Blocks,
             format!(
                 "role `{role}` has neither REPLICATION nor SUPERUSER, so it cannot stream changes"
             ),
@@ -118,7 +205,7 @@ async fn check_tables(
     role: &str,
     findings: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
-    for table in want.tables.iter().copied().chain(want.canary) {
+    for table in want.published() {
         let readable = sql::table_readable(table);
         let row = client
             .query_opt(
@@ -133,6 +220,7 @@ async fn check_tables(
         let Some(row) = row else {
             findings.push(if want.canary == Some(table) {
                 Finding::problem(
+                    Verdict::RunFixes,
                     format!("canary table {readable} does not exist"),
                     format!(
                         "run `walhook setup --apply` (or `walhook run`), which creates it, or: {}",
@@ -141,6 +229,7 @@ async fn check_tables(
                 )
             } else {
                 Finding::problem(
+                    Verdict::Blocks,
                     format!("table {readable} does not exist"),
                     format!("create the table, or correct `table = \"{table}\"` in the config"),
                 )
@@ -158,6 +247,7 @@ async fn check_tables(
             Finding::ok(format!("table {readable} identifies its rows (replica identity `{identity}`)"))
         } else {
             Finding::problem(
+                Verdict::Degraded,
                 format!(
                     "table {readable} has no primary key and no REPLICA IDENTITY FULL: its updates and deletes would carry no old key (and fail once published)"
                 ),
@@ -166,6 +256,7 @@ async fn check_tables(
         });
         if !can_select {
             findings.push(Finding::problem(
+                Verdict::Degraded,
                 format!("role `{role}` may not SELECT from {readable} (needed for backfills and type lookups)"),
                 format!("GRANT SELECT ON {} TO {};", sql::table(table), sql::ident(role)),
             ));
@@ -174,174 +265,48 @@ async fn check_tables(
     Ok(())
 }
 
-async fn check_publication(
-    client: &tokio_postgres::Client,
-    want: &Expectations<'_>,
-    findings: &mut Vec<Finding>,
-) -> Result<(), tokio_postgres::Error> {
-    let publication = client
-        .query_opt(
-            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1",
-            &[&want.publication],
-        )
-        .await?;
-    let Some(row) = publication else {
-        let tables: Vec<String> = want
-            .tables
-            .iter()
-            .copied()
-            .chain(want.canary)
-            .map(sql::table)
-            .collect();
-        findings.push(Finding::problem(
-            format!("publication `{}` does not exist", want.publication),
-            format!(
-                "CREATE PUBLICATION {} FOR TABLE {};  -- or run `walhook setup --apply`",
-                sql::ident(want.publication),
-                tables.join(", ")
-            ),
-        ));
-        return Ok(());
-    };
-    let all_tables: bool = row.get(0);
-    let publishes: [bool; 4] = [row.get(1), row.get(2), row.get(3), row.get(4)];
-    if publishes.contains(&false) {
-        findings.push(Finding::problem(
-            format!(
-                "publication `{}` does not publish every operation",
-                want.publication
-            ),
-            format!(
-                "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
-                sql::ident(want.publication)
-            ),
-        ));
-    }
-    let published: Vec<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&want.publication],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut missing = Vec::new();
-    for table in want.tables.iter().copied().chain(want.canary) {
-        let present = all_tables
-            || published
-                .iter()
-                .any(|(s, t)| *s == table.schema && *t == table.name);
-        if !present {
-            missing.push(sql::table(table));
-        }
-    }
-    findings.push(if missing.is_empty() {
-        Finding::ok(format!(
-            "publication `{}` covers every mapped table",
-            want.publication
-        ))
-    } else {
-        Finding::problem(
-            format!(
-                "publication `{}` lacks {} mapped table(s): {}",
-                want.publication,
-                missing.len(),
-                missing.join(", ")
-            ),
-            format!(
-                "ALTER PUBLICATION {} ADD TABLE {};",
-                sql::ident(want.publication),
-                missing.join(", ")
-            ),
-        )
-    });
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn check_slot(
-    client: &tokio_postgres::Client,
-    want: &Expectations<'_>,
-    findings: &mut Vec<Finding>,
-) -> Result<(), tokio_postgres::Error> {
-    let slot = client
-        .query_opt(
-            // wal_status came in Postgres 13: read through to_jsonb, it is NULL before.
-            "SELECT slot_type::text, plugin::text, database::text, to_jsonb(s) ->> 'wal_status', \
-                    database = current_database() \
-             FROM pg_replication_slots s WHERE slot_name = $1",
-            &[&want.slot],
-        )
-        .await?;
-    let create = format!(
-        "SELECT pg_create_logical_replication_slot({}, 'pgoutput');  -- or run `walhook setup --apply`",
-        sql::literal(want.slot)
-    );
-    let drop = format!(
-        "SELECT pg_drop_replication_slot({});",
-        sql::literal(want.slot)
-    );
-    let Some(row) = slot else {
-        findings.push(Finding::problem(
-            format!("replication slot `{}` does not exist", want.slot),
-            create,
-        ));
-        let used: i64 = client
-            .query_one("SELECT count(*) FROM pg_replication_slots", &[])
-            .await?
-            .get(0);
-        let max: String = client
-            .query_one("SHOW max_replication_slots", &[])
-            .await?
-            .get(0);
-        if max.parse::<i64>().is_ok_and(|max| used >= max) {
-            findings.push(Finding::problem(
-                format!("all {max} replication slots (max_replication_slots) are in use, so walhook's slot cannot be created"),
-                format!(
-                    "ALTER SYSTEM SET max_replication_slots = {};  -- then restart Postgres; or drop an unused slot",
-                    used + 1
-                ),
-            ));
-        }
-        return Ok(());
-    };
-    let kind: Option<String> = row.get(0);
-    let plugin: Option<String> = row.get(1);
-    let database: Option<String> = row.get(2);
-    let wal_status: Option<String> = row.get(3);
-    let same_db: Option<bool> = row.get(4);
-    if kind.as_deref() != Some("logical") || plugin.as_deref() != Some("pgoutput") {
-        findings.push(Finding::problem(
-            format!(
-                "replication slot `{}` is a {} slot using plugin `{}`, not a logical slot using pgoutput",
-                want.slot,
-                kind.as_deref().unwrap_or("?"),
-                plugin.as_deref().unwrap_or("none")
+    #[test]
+    fn run_stops_on_what_blocks_it_and_says_it_as_check_does() {
+        let findings = [
+            Finding::ok("wal_level is logical"),
+            Finding::problem(
+                Verdict::Blocks,
+                "role `w` has neither REPLICATION nor SUPERUSER, so it cannot stream changes",
+                "ALTER ROLE \"w\" WITH REPLICATION;",
             ),
-            format!("{drop}\n{create}  -- or set another source.slot"),
-        ));
-    } else if same_db != Some(true) {
-        findings.push(Finding::problem(
-            format!(
-                "replication slot `{}` belongs to database `{}`, not this one",
-                want.slot,
-                database.as_deref().unwrap_or("?")
+            Finding::problem(
+                Verdict::Degraded,
+                "role `w` may not SELECT from public.orders",
+                "GRANT SELECT ON \"public\".\"orders\" TO \"w\";",
             ),
-            "set another source.slot, or point source.url at that database",
-        ));
-    } else if wal_status.as_deref() == Some("lost") {
-        findings.push(Finding::problem(
-            format!(
-                "replication slot `{}` was invalidated (wal_status = lost): changes after its position are gone",
-                want.slot
+            Finding::problem(
+                Verdict::RunFixes,
+                "replication slot `s` does not exist",
+                "SELECT pg_create_logical_replication_slot('s', 'pgoutput');",
             ),
-            "walhook teardown && walhook setup --apply, then backfill the tables",
-        ));
-    } else {
-        findings.push(Finding::ok(format!(
-            "replication slot `{}` uses pgoutput",
-            want.slot
-        )));
+            Finding::problem(
+                Verdict::Blocks,
+                "replication slot `s` belongs to database `shop`, not to `app`",
+                "choose another source.slot\nor drop it: SELECT pg_drop_replication_slot('s');",
+            ),
+        ];
+        let not_ready = ready_to_run(&findings).unwrap_err();
+        assert_eq!(not_ready.0, [findings[1].clone(), findings[4].clone()]);
+        assert_eq!(
+            not_ready.to_string(),
+            "the database is not ready for walhook, which changed nothing in it. Fix these 2 \
+             problems and start again (`walhook check` shows every check):\n\
+             ✗ role `w` has neither REPLICATION nor SUPERUSER, so it cannot stream changes\n    \
+             fix: ALTER ROLE \"w\" WITH REPLICATION;\n\
+             ✗ replication slot `s` belongs to database `shop`, not to `app`\n    \
+             fix: choose another source.slot\n    \
+             fix: or drop it: SELECT pg_drop_replication_slot('s');"
+        );
+        assert_eq!(findings[0].to_string(), "✓ wal_level is logical");
+        assert_eq!(ready_to_run(&findings[2..4]), Ok(()));
     }
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `walhook run` against a database it cannot use: unreachable, a wrong password, a role
-//! without the replication privilege, a publication without the mapped table. Each exits 1
-//! with a message naming the cause and the fix, and without a panic.
+//! without the replication privilege, a publication without the mapped table that walhook may
+//! not add, a slot of its name in another database, a slot another walhook streams from. Each
+//! exits 1 with a message naming the cause and the fix, and without a panic; what `walhook
+//! check` finds, `run` finds before it changes anything, and says it the same way.
 
 use std::time::Duration;
 
@@ -40,6 +42,64 @@ fn fails_saying(result: &(Option<i32>, String), says: &[&str]) {
         assert!(output.contains(s), "`{s}` not in:\n{output}");
     }
     assert!(!output.contains("panicked"), "{output}");
+}
+
+/// The problem `needle` as `walhook check` prints it in `output`: its `✗` line and its `fix:`
+/// lines.
+fn problem_block(output: &str, needle: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("✗ ") && l.contains(needle))
+        .unwrap_or_else(|| panic!("no problem `{needle}` in:\n{output}"));
+    let fixes = lines[start + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("    fix: "))
+        .count();
+    lines[start..=start + fixes].join("\n")
+}
+
+/// `walhook run` stopped at start on what `walhook check` reports: exit 1, the problem and its
+/// fix exactly as check prints them, and before streaming.
+async fn run_stops_as_check_says(url: &str, name: &str, needle: &str) -> String {
+    let (code, checked) = walhook("check", url, name).await;
+    assert_eq!(code, Some(1), "{checked}");
+    let block = problem_block(&checked, needle);
+    assert!(block.contains("\n    fix: "), "no fix in:\n{checked}");
+    let run = run_with(url, name).await;
+    fails_saying(
+        &run,
+        &[
+            "error: the database is not ready for walhook, which changed nothing in it.",
+            &block,
+        ],
+    );
+    assert!(!run.1.contains("walhook running"), "{}", run.1);
+    run.1
+}
+
+/// How many slots and publications named `name` the server has.
+async fn slots_and_publications(sql: &tokio_postgres::Client, name: &str) -> (i64, i64) {
+    let row = sql
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1), \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The confirmed position of slot `name`, as Postgres prints it.
+async fn slot_confirmed(sql: &tokio_postgres::Client, name: &str) -> Option<String> {
+    sql.query_one(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// A login role with `password` and `extra` privileges (e.g. `REPLICATION`), may read items.
@@ -102,27 +162,17 @@ async fn a_role_without_the_replication_privilege() {
     .unwrap();
     let url = role(&db, &sql, "").await;
     let role_name = format!("r_{}", db.name());
-    // THEN walhook run stops at creating the slot, with Postgres's reason and where to look
-    let run = run_with(&url, db.name()).await;
-    fails_saying(
-        &run,
-        &["cannot create the publication or slot; run `walhook check` to see what is missing"],
-    );
-    // (Postgres 16 reworded the reason.)
+    // THEN walhook run stops before creating the slot, with the SQL that fixes it, as `walhook
+    // check` gives it
+    let output = run_stops_as_check_says(&url, db.name(), "has neither REPLICATION").await;
     assert!(
-        run.1
-            .contains("must be superuser or replication role to use replication slots")
-            || run
-                .1
-                .contains("Only roles with the REPLICATION attribute may use replication slots"),
-        "Postgres's reason is missing:\n{}",
-        run.1
+        output.contains(&format!(
+            "✗ role `{role_name}` has neither REPLICATION nor SUPERUSER, so it cannot stream changes\n    \
+             fix: ALTER ROLE \"{role_name}\" WITH REPLICATION;"
+        )),
+        "{output}"
     );
-    // AND `walhook check` gives the SQL that fixes it
-    fails_saying(
-        &walhook("check", &url, db.name()).await,
-        &[&format!("ALTER ROLE \"{role_name}\" WITH REPLICATION;")],
-    );
+    assert_eq!(slots_and_publications(&sql, db.name()).await, (0, 1));
 }
 
 #[tokio::test]
@@ -138,22 +188,122 @@ async fn a_publication_without_the_table_that_walhook_may_not_change() {
     .await
     .unwrap();
     let url = role(&db, &sql, "REPLICATION").await;
-    // THEN walhook run stops at adding the table, with Postgres's reason and where to look
-    fails_saying(
-        &run_with(&url, db.name()).await,
-        &[
-            "cannot create the publication or slot; run `walhook check` to see what is missing",
-            &format!("must be owner of publication {}", db.name()),
-        ],
+    // THEN walhook run stops before changing anything, naming the missing table, who owns the
+    // publication, and the SQL that adds it, as `walhook check` gives them
+    let name = db.name();
+    let output = run_stops_as_check_says(&url, name, "lacks 1 mapped table(s)").await;
+    let owner: String = sql
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for says in [
+        format!("its owner is `{owner}`, not role `r_{name}`"),
+        format!(
+            "    fix: ALTER PUBLICATION \"{name}\" ADD TABLE \"public\".\"items\";  -- as a \
+             superuser, or a role that owns the publication and these tables"
+        ),
+    ] {
+        assert!(output.contains(&says), "`{says}` not in:\n{output}");
+    }
+    assert_eq!(slots_and_publications(&sql, name).await, (0, 1));
+    let published: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND tablename = 'items'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(published, 0);
+}
+
+#[tokio::test]
+async fn a_slot_of_its_name_in_another_database() {
+    // GIVEN the mapped table, and a slot of the configured name in another database of the
+    // server (slot names are one namespace for the whole server)
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    sql.batch_execute(ITEMS).await.unwrap();
+    let other = TestDb::new().await;
+    let other_sql = other.client().await;
+    let name = db.name();
+    other_sql
+        .batch_execute(&format!(
+            "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
+        ))
+        .await
+        .unwrap();
+    let before = slot_confirmed(&other_sql, name).await;
+    // WHEN walhook runs against this database
+    let output = run_stops_as_check_says(&db.url(), name, "belongs to database").await;
+    // THEN it stops before streaming, naming the database that owns the slot and the fix
+    for says in [
+        format!(
+            "✗ replication slot `{name}` belongs to database `{}`, not to `{name}`",
+            other.name()
+        ),
+        format!(
+            "    fix: choose another source.slot (or point source.url at database `{}`)",
+            other.name()
+        ),
+        format!(
+            "    fix: or, if nothing uses the slot any more, drop it: SELECT pg_drop_replication_slot('{name}');"
+        ),
+    ] {
+        assert!(output.contains(&says), "`{says}` not in:\n{output}");
+    }
+    assert!(!output.contains("wal_level"), "{output}");
+    // AND nothing changed: no publication here, the other slot where it was
+    assert_eq!(slots_and_publications(&sql, name).await, (1, 0));
+    assert_eq!(slot_confirmed(&other_sql, name).await, before);
+    other_sql
+        .batch_execute(&format!("SELECT pg_drop_replication_slot('{name}')"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_slot_another_walhook_streams_from() {
+    // GIVEN a walhook streaming from the slot
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    sql.batch_execute(ITEMS).await.unwrap();
+    let name = db.name();
+    let first_dir = fresh_dir(&format!("{name}-first"));
+    let config = config_text(&db.url(), name, "http://127.0.0.1:9/");
+    let mut first = Process::run(&write_config(&first_dir, &config));
+    wait_streaming(&sql, name, &mut first).await;
+    let pid: i32 = sql
+        .query_one(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // WHEN a second walhook with the same slot (and a state file of its own) starts
+    let second_dir = fresh_dir(&format!("{name}-second"));
+    let (code, output) = Process::run(&write_config(&second_dir, &config))
+        .exit(Duration::from_secs(60))
+        .await;
+    // THEN it exits 1 saying so, once, with the fix
+    assert_eq!(code, Some(1), "{output}");
+    let said = format!(
+        "replication slot `{name}` is in use by another process (PID {pid}): another walhook (or \
+         another tool) streams from it. Stop that process, or give this walhook its own \
+         source.slot"
     );
-    // AND `walhook check` names the missing table and gives the SQL that adds it
-    fails_saying(
-        &walhook("check", &url, db.name()).await,
-        &[&format!(
-            "ALTER PUBLICATION \"{}\" ADD TABLE \"public\".\"items\";",
-            db.name()
-        )],
+    assert!(
+        output.lines().any(|l| l == format!("error: {said}")),
+        "{output}"
     );
+    for line in output.lines() {
+        assert!(line.matches(&said).count() <= 1, "said twice: {line}");
+    }
+    // AND the first streams on
+    first.assert_running("the second walhook stopped");
+    first.stop().await;
 }
 
 #[tokio::test]
