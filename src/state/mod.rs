@@ -12,8 +12,8 @@
 
 mod ack;
 mod backfills;
-#[cfg(test)]
-pub(crate) mod contract;
+#[doc(hidden)]
+pub mod contract;
 mod dead_letters;
 mod error;
 mod millis;
