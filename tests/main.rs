@@ -19,5 +19,6 @@ mod metrics;
 mod operations;
 mod replication;
 mod source;
+mod state_postgres;
 mod status;
 mod values;
