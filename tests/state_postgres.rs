@@ -4,6 +4,7 @@
 //! two processes).
 
 mod contract;
+mod run;
 mod server;
 
 use std::sync::Arc;
