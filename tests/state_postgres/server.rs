@@ -363,3 +363,45 @@ async fn writers_in_two_processes_take_turns_and_every_key_keeps_its_oldest_as_h
         .get(0);
     assert_eq!(heads, 3);
 }
+
+#[tokio::test]
+async fn a_write_dropped_midway_still_commits_whole_and_the_connection_stays_usable() {
+    // GIVEN a store that stored events before (its statement is prepared)
+    let schema = Schema::new().await;
+    let store = schema.open().await;
+    store
+        .store_pending("s", held([event(1, "a")]))
+        .await
+        .unwrap();
+    let client = schema.db.client().await;
+    let before = store_backends(&client, schema.db.name()).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    // WHEN a write is dropped right after its first poll, as a cancelled task's would be
+    let dropped = tokio::time::timeout(
+        Duration::ZERO,
+        store.store_pending("s", held([event(2, "a"), event(3, "b")])),
+    )
+    .await;
+    assert!(dropped.is_err(), "the write finished within its first poll");
+    // THEN the dropped write took effect whole (it was sent with its BEGIN and COMMIT), and
+    // the next calls run on the same connection
+    let due = store.due("s", UnixMillis(0), 10).await.unwrap();
+    let ids: Vec<&str> = due.iter().map(|p| p.event.id.as_str()).collect();
+    assert_eq!(ids, [event(1, "a").id.as_str(), event(3, "b").id.as_str()]);
+    assert_eq!(store.subscriber_status("s").await.unwrap().pending, 3);
+    assert_eq!(store_backends(&client, schema.db.name()).await, before);
+}
+
+/// The pids of the sessions walhook's connection code opened to database `db`.
+async fn store_backends(client: &tokio_postgres::Client, db: &str) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'walhook'",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -38,6 +38,7 @@ macro_rules! __contract_tests {
             pending::storing_the_same_event_twice_keeps_the_first,
             pending::only_the_head_of_each_key_is_due_and_only_when_its_time_has_come,
             pending::removing_an_event_that_is_not_a_head_keeps_the_head,
+            pending::removing_a_head_with_the_events_behind_it_makes_the_next_one_the_head,
             pending::order_per_key_survives_reopening,
             pending::reschedule_records_the_attempt_and_keeps_the_first_failure,
             pending::a_truncate_waits_for_its_table_and_holds_back_what_follows,

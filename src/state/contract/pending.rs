@@ -154,6 +154,37 @@ pub async fn removing_an_event_that_is_not_a_head_keeps_the_head(backend: &dyn B
     assert_eq!(due_ids(&*store, "s", 0).await, id_list(&[&events[2]]));
 }
 
+pub async fn removing_a_head_with_the_events_behind_it_makes_the_next_one_the_head(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    let a: Vec<_> = (1..=4).map(|n| event(n, "public.t", "a")).collect();
+    let b = event(5, "public.t", "b");
+    hold(&*store, "s", &a, 0).await;
+    hold(&*store, "s", std::slice::from_ref(&b), 0).await;
+    // The head of `a`, the event behind it, and the only event of `b`, in one call.
+    let removed = store
+        .remove_pending("s", vec![a[1].id.clone(), a[0].id.clone(), b.id.clone()])
+        .await
+        .expect("remove");
+    assert_eq!(removed, 3);
+    assert_eq!(due_ids(&*store, "s", 0).await, id_list(&[&a[2]]));
+    // The same when they are given up on.
+    let gone = |e: &Event| Failure {
+        status: Some(400),
+        ..failure(&e.id, 1, 10)
+    };
+    let moved = store
+        .move_to_dead_letters("s", vec![gone(&a[3]), gone(&a[2])])
+        .await
+        .expect("move");
+    assert_eq!(moved, 2);
+    assert!(due_ids(&*store, "s", i64::MAX).await.is_empty());
+    assert_eq!(store.next_due_at("s").await.expect("next"), None);
+    hold(&*store, "s", std::slice::from_ref(&a[0]), 0).await;
+    assert_eq!(due_ids(&*store, "s", 0).await, id_list(&[&a[0]]));
+}
+
 pub async fn order_per_key_survives_reopening(backend: &dyn Backend) {
     let events: Vec<_> = (1..=20)
         .map(|n| event(n, "public.t", &(n % 3).to_string()))

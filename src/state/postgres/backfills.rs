@@ -1,9 +1,12 @@
 //! Backfill requests and their progress in Postgres.
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::pending::one;
 use super::schema::{self, storable};
 use super::session::Failure;
+use super::status::nothing;
 use super::PostgresStore;
 use crate::state::{
     Backfill, BackfillProgress, BackfillStatus, NewBackfill, StateError, UnixMillis,
@@ -66,41 +69,36 @@ pub(super) async fn request(
     let estimate = new
         .total_estimate
         .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    let mut c = store.write("record a backfill").await?;
-    let result = c
-        .query_one(
-            REQUEST,
-            &[
-                &new.table,
-                &new.subscribers,
-                &new.where_sql,
-                &i64::from(new.batch_rows),
-                &new.rate.map(i64::from),
-                &estimate,
-                &now.0,
-            ],
-        )
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &new.table,
+        &new.subscribers,
+        &new.where_sql,
+        &i64::from(new.batch_rows),
+        &new.rate.map(i64::from),
+        &estimate,
+        &now.0,
+    ];
+    store
+        .write("record a backfill", REQUEST, &params, |rows| {
+            Ok(one(&rows)?.try_get(0)?)
+        })
         .await
-        .and_then(|row| Ok(row.try_get(0)?));
-    c.finish(result).await
 }
 
 pub(super) async fn get(store: &PostgresStore, id: i64) -> Result<Option<Backfill>, StateError> {
-    let mut c = store.read("read a backfill").await?;
-    let result = match c.query_opt(GET, &[&id]).await {
-        Ok(row) => row.as_ref().map(from_row).transpose(),
-        Err(failure) => Err(failure),
-    };
-    c.finish(result).await
+    store
+        .read("read a backfill", GET, &[&id], |rows| {
+            rows.first().map(from_row).transpose()
+        })
+        .await
 }
 
 pub(super) async fn active(store: &PostgresStore) -> Result<Vec<Backfill>, StateError> {
-    let mut c = store.read("read the backfills").await?;
-    let result = match c.query(ACTIVE, &[]).await {
-        Ok(rows) => rows.iter().map(from_row).collect(),
-        Err(failure) => Err(failure),
-    };
-    c.finish(result).await
+    store
+        .read("read the backfills", ACTIVE, &[], |rows| {
+            rows.iter().map(from_row).collect()
+        })
+        .await
 }
 
 pub(super) async fn start(
@@ -108,9 +106,9 @@ pub(super) async fn start(
     id: i64,
     now: UnixMillis,
 ) -> Result<(), StateError> {
-    let mut c = store.write("start a backfill").await?;
-    let result = c.execute(START, &[&id, &now.0]).await;
-    c.finish(result.map(drop)).await
+    store
+        .write("start a backfill", START, &[&id, &now.0], nothing)
+        .await
 }
 
 pub(super) async fn save_progress(
@@ -120,21 +118,22 @@ pub(super) async fn save_progress(
     now: UnixMillis,
 ) -> Result<(), StateError> {
     let rows = i64::try_from(progress.rows_done).unwrap_or(i64::MAX);
-    let mut c = store.write("save a backfill's progress").await?;
-    let result = c
-        .execute(
+    let params: [&(dyn ToSql + Sync); 6] = [
+        &id,
+        &progress.last_key,
+        &rows,
+        &now.0,
+        &progress.reread,
+        &progress.waiting,
+    ];
+    store
+        .write(
+            "save a backfill's progress",
             SAVE_PROGRESS,
-            &[
-                &id,
-                &progress.last_key,
-                &rows,
-                &now.0,
-                &progress.reread,
-                &progress.waiting,
-            ],
+            &params,
+            nothing,
         )
-        .await;
-    c.finish(result.map(drop)).await
+        .await
 }
 
 pub(super) async fn set_waiting(
@@ -142,15 +141,20 @@ pub(super) async fn set_waiting(
     id: i64,
     waiting: Option<&str>,
 ) -> Result<(), StateError> {
-    let mut c = store.write("record what a backfill waits for").await?;
-    let result = c.execute(SET_WAITING, &[&id, &waiting]).await;
-    c.finish(result.map(drop)).await
+    store
+        .write(
+            "record what a backfill waits for",
+            SET_WAITING,
+            &[&id, &waiting],
+            nothing,
+        )
+        .await
 }
 
 pub(super) async fn clear_waits(store: &PostgresStore) -> Result<(), StateError> {
-    let mut c = store.write("clear what backfills wait for").await?;
-    let result = c.execute(CLEAR_WAITS, &[]).await;
-    c.finish(result.map(drop)).await
+    store
+        .write("clear what backfills wait for", CLEAR_WAITS, &[], nothing)
+        .await
 }
 
 pub(super) async fn finish(
@@ -161,11 +165,10 @@ pub(super) async fn finish(
 ) -> Result<(), StateError> {
     let status = if error.is_some() { "failed" } else { "done" };
     let error = error.map(storable);
-    let mut c = store.write("finish a backfill").await?;
-    let result = c
-        .execute(FINISH, &[&id, &status, &error.as_deref(), &now.0])
-        .await;
-    c.finish(result.map(drop)).await
+    let params: [&(dyn ToSql + Sync); 4] = [&id, &status, &error.as_deref(), &now.0];
+    store
+        .write("finish a backfill", FINISH, &params, nothing)
+        .await
 }
 
 fn from_row(row: &Row) -> Result<Backfill, Failure> {

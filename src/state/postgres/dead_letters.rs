@@ -1,10 +1,11 @@
 //! Dead letters in Postgres.
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::pending::{last_of_each, promote, to_usize};
+use super::pending::{count, last_of_each, one, release_heads};
 use super::schema::{self, storable, EventArrays, EVENT_COLUMN_COUNT};
-use super::session::{Conn, Failure as StepFailure};
+use super::session::Failure as StepFailure;
 use super::PostgresStore;
 use crate::state::{
     DeadLetter, DeadLetterFilter, DeadLetterInsert, Failure, StateError, UnixMillis,
@@ -31,8 +32,8 @@ macro_rules! filter {
     };
 }
 
-/// Deletes the held events given up on, dead-letters them in the order given, and deletes the
-/// heads among them; returns how many were held and the keys that lost their head.
+/// Deletes the held events given up on, dead-letters them in the order given, and moves the
+/// heads of their keys on.
 const MOVE: &str = concat!(
     "
 WITH removed AS (
@@ -55,16 +56,15 @@ WITH removed AS (
     ",
     replace_dead_letter!(),
     "
-), released AS (
-    DELETE FROM {s}.pending_head h USING removed r
-    WHERE h.subscriber = $1::text AND h.event_key = r.event_key AND h.seq = r.seq
-    RETURNING h.event_key
-)
-SELECT (SELECT count(*) FROM removed), ARRAY(SELECT event_key FROM released)"
+), ",
+    release_heads!(),
+    "
+SELECT count(*) FROM removed"
 );
 
 const STORE: &str = concat!(
     "
+WITH stored AS (
 INSERT INTO {s}.dead_letters (subscriber, event_id, event_type, event_key, table_name, body,
                               commit_lsn, commit_time_micros, is_truncate, attempts,
                               first_attempt_at, dead_at, last_status, last_error)
@@ -79,7 +79,11 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_l
                           last_status, last_error, n)
 ORDER BY i.n
 ",
-    replace_dead_letter!()
+    replace_dead_letter!(),
+    "
+RETURNING 1
+)
+SELECT count(*) FROM stored"
 );
 
 const LIST: &str = concat!(
@@ -130,7 +134,11 @@ WITH inserted AS (
 SELECT count(*) FROM removed"
 );
 
-const DISCARD: &str = concat!("DELETE FROM {s}.dead_letters WHERE ", filter!());
+const DISCARD: &str = concat!(
+    "WITH discarded AS (DELETE FROM {s}.dead_letters WHERE ",
+    filter!(),
+    " RETURNING 1) SELECT count(*) FROM discarded"
+);
 
 pub(super) async fn move_from_pending(
     store: &PostgresStore,
@@ -138,16 +146,6 @@ pub(super) async fn move_from_pending(
     failures: &[Failure],
 ) -> Result<usize, StateError> {
     let failures = last_of_each(failures, |f| &f.id);
-    let mut c = store.write("move events to the dead letters").await?;
-    let result = move_in(&mut c, subscriber, &failures).await;
-    c.finish(result).await
-}
-
-async fn move_in(
-    c: &mut Conn<'_>,
-    subscriber: &str,
-    failures: &[&Failure],
-) -> Result<usize, StepFailure> {
     let ids: Vec<&str> = failures.iter().map(|f| f.id.as_str()).collect();
     let attempts: Vec<i64> = failures.iter().map(|f| i64::from(f.attempts)).collect();
     let failed_at: Vec<i64> = failures.iter().map(|f| f.at.0).collect();
@@ -156,16 +154,11 @@ async fn move_in(
         .iter()
         .map(|f| f.error.as_deref().map(|e| storable(e).into_owned()))
         .collect();
-    let row = c
-        .query_one(
-            MOVE,
-            &[&subscriber, &ids, &attempts, &failed_at, &statuses, &errors],
-        )
-        .await?;
-    let moved = schema::count(&row, 0)?;
-    let released: Vec<String> = row.try_get(1)?;
-    promote(c, subscriber, &released).await?;
-    Ok(to_usize(moved))
+    let params: [&(dyn ToSql + Sync); 6] =
+        [&subscriber, &ids, &attempts, &failed_at, &statuses, &errors];
+    store
+        .write("move events to the dead letters", MOVE, &params, count)
+        .await
 }
 
 pub(super) async fn store(
@@ -184,30 +177,25 @@ pub(super) async fn store(
         .map(|i| i.last_error.as_deref().map(|e| storable(e).into_owned()))
         .collect();
     let [ids, types, keys, tables, bodies, lsns, times, truncates] = events.params();
-
-    let mut c = store.write("store dead letters").await?;
-    let result = c
-        .execute(
-            STORE,
-            &[
-                &subscriber,
-                ids,
-                types,
-                keys,
-                tables,
-                bodies,
-                lsns,
-                times,
-                truncates,
-                &attempts,
-                &first_attempts,
-                &dead_at,
-                &statuses,
-                &errors,
-            ],
-        )
-        .await;
-    c.finish(result.map(to_usize)).await
+    let params: [&(dyn ToSql + Sync); 14] = [
+        &subscriber,
+        ids,
+        types,
+        keys,
+        tables,
+        bodies,
+        lsns,
+        times,
+        truncates,
+        &attempts,
+        &first_attempts,
+        &dead_at,
+        &statuses,
+        &errors,
+    ];
+    store
+        .write("store dead letters", STORE, &params, count)
+        .await
 }
 
 pub(super) async fn list(
@@ -216,27 +204,26 @@ pub(super) async fn list(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, StateError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut c = store.read("list dead letters").await?;
-    let result = match c
-        .query(LIST, &[&filter.subscriber, &filter.id, &limit])
+    let params: [&(dyn ToSql + Sync); 3] = [&filter.subscriber, &filter.id, &limit];
+    store
+        .read("list dead letters", LIST, &params, |rows| {
+            rows.iter().map(dead_letter).collect()
+        })
         .await
-    {
-        Ok(rows) => rows.iter().map(dead_letter).collect(),
-        Err(failure) => Err(failure),
-    };
-    c.finish(result).await
 }
 
-pub(super) async fn count(
+pub(super) async fn count_matching(
     store: &PostgresStore,
     filter: &DeadLetterFilter,
 ) -> Result<u64, StateError> {
-    let mut c = store.read("count dead letters").await?;
-    let result = c
-        .query_one(COUNT, &[&filter.subscriber, &filter.id])
+    store
+        .read(
+            "count dead letters",
+            COUNT,
+            &[&filter.subscriber, &filter.id],
+            |rows| schema::count(one(&rows)?, 0),
+        )
         .await
-        .and_then(|row| schema::count(&row, 0));
-    c.finish(result).await
 }
 
 pub(super) async fn replay(
@@ -244,21 +231,24 @@ pub(super) async fn replay(
     filter: &DeadLetterFilter,
     now: UnixMillis,
 ) -> Result<usize, StateError> {
-    let mut c = store.write("replay dead letters").await?;
-    let result = c
-        .query_one(REPLAY, &[&filter.subscriber, &filter.id, &now.0])
+    let params: [&(dyn ToSql + Sync); 3] = [&filter.subscriber, &filter.id, &now.0];
+    store
+        .write("replay dead letters", REPLAY, &params, count)
         .await
-        .and_then(|row| schema::count(&row, 0));
-    c.finish(result.map(to_usize)).await
 }
 
 pub(super) async fn discard(
     store: &PostgresStore,
     filter: &DeadLetterFilter,
 ) -> Result<usize, StateError> {
-    let mut c = store.write("discard dead letters").await?;
-    let result = c.execute(DISCARD, &[&filter.subscriber, &filter.id]).await;
-    c.finish(result.map(to_usize)).await
+    store
+        .write(
+            "discard dead letters",
+            DISCARD,
+            &[&filter.subscriber, &filter.id],
+            count,
+        )
+        .await
 }
 
 /// Reads the event's columns, then `attempts, first_attempt_at, dead_at, last_status,

@@ -1,18 +1,19 @@
 //! The Postgres store: the state in a schema of its own (`[state] url` and `schema`), in the
 //! source database or any other, so that it outlives the machine walhook runs on.
 //!
-//! One connection, used by one call at a time (a mutex): a write needs the connection to
-//! itself for its transaction, and writes to one schema are serialized by its write lock in
-//! any case (see `session`), so a pool would only let reads overlap, which are short. Calls
-//! run in the order they reach the mutex (tokio's is fair), so calls from one task take effect
-//! in the order they were made.
+//! Every call is one statement: many events are one array per column, read with `unnest`. A
+//! write is that statement between a BEGIN that takes the schema's write lock and a COMMIT,
+//! all three sent at once (see `session`): one round trip and one commit per call, however
+//! many events it takes.
 //!
-//! Many events in one call are one statement (`unnest` of one array per column), so a call
-//! costs a few round trips and one commit however many events it takes.
+//! One connection, used by one call at a time (a fair mutex, so calls from one task take
+//! effect in the order they were made): a write's three messages must reach the server
+//! together, and writes to one schema are serialized by its lock anyway, so a pool would only
+//! let short reads overlap. A lost connection fails the call it happened in with
+//! [`StateError::PostgresLost`]; the next call connects again.
 //!
-//! A lost connection fails the call it happened in with [`StateError::PostgresLost`]; the
-//! next call connects again. Durability is the server's: a write returns after its commit,
-//! with `synchronous_commit` on (walhook turns it back on for its session if it is off).
+//! Durability is the server's: a write returns after its commit, with `synchronous_commit` on
+//! (walhook turns it back on for its session if the server has it off).
 
 mod backfills;
 mod dead_letters;
@@ -26,7 +27,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 use tracing::info;
 
 use super::error::BoxError;
@@ -37,7 +38,7 @@ use super::{
 };
 use crate::model::{Event, Lsn};
 use schema::Refusal;
-use session::{Conn, Session, Target};
+use session::{Params, Session, Target};
 
 /// Opens a new connection to the database that holds the state, TLS and authentication
 /// included, and drives it on the current runtime. `app` passes walhook's own connection
@@ -127,12 +128,11 @@ impl PostgresStore {
 
     /// A new connection, checked and set up for the store.
     async fn connect(&self) -> Result<Session, StateError> {
-        let client = (self.connect)()
-            .await
-            .map_err(|source| StateError::PostgresUnreachable {
-                place: self.target.place.clone(),
-                source,
-            })?;
+        let unreachable = |source| StateError::PostgresUnreachable {
+            place: self.target.place.clone(),
+            source,
+        };
+        let client = (self.connect)().await.map_err(unreachable)?;
         let session = Session::new(client, &self.target.schema);
         let fail = |e| {
             let closed = session.client.is_closed();
@@ -166,43 +166,55 @@ impl PostgresStore {
         Ok(session)
     }
 
-    /// The connection for a call that reads (one statement, no transaction).
-    async fn read(&self, op: &'static str) -> Result<Conn<'_>, StateError> {
-        self.conn(op, false).await
+    /// Runs `sql`, a read, and gives its rows to `read`.
+    async fn read<T>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        params: Params<'_>,
+        read: impl FnOnce(Vec<Row>) -> Result<T, session::Failure>,
+    ) -> Result<T, StateError> {
+        self.run(op, sql, params, false, read).await
     }
 
-    /// The connection for a call that writes, in a transaction holding the write lock.
-    async fn write(&self, op: &'static str) -> Result<Conn<'_>, StateError> {
-        self.conn(op, true).await
+    /// Runs `sql`, a write, in a transaction holding the write lock, and gives its rows to
+    /// `read`.
+    async fn write<T>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        params: Params<'_>,
+        read: impl FnOnce(Vec<Row>) -> Result<T, session::Failure>,
+    ) -> Result<T, StateError> {
+        self.run(op, sql, params, true, read).await
     }
 
-    async fn conn(&self, op: &'static str, write: bool) -> Result<Conn<'_>, StateError> {
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        params: Params<'_>,
+        write: bool,
+        read: impl FnOnce(Vec<Row>) -> Result<T, session::Failure>,
+    ) -> Result<T, StateError> {
         let mut slot = self.session.lock().await;
         let session = match slot.take() {
-            Some(session) if !session.client.is_closed() => session,
+            Some(session) if session.usable() => session,
             _ => {
                 let session = self.connect().await?;
                 info!(place = %self.target.place, schema = %self.target.schema, "connected to the state database again");
                 session
             }
         };
-        if write {
-            if let Err(e) = session.client.batch_execute(&session.begin_sql).await {
-                let reusable = session.client.batch_execute("ROLLBACK").await.is_ok();
-                let closed = session.client.is_closed();
-                let error = self.target.error(op, closed, session::Failure::Sql(e));
-                if reusable && !error.lost_connection() {
-                    *slot = Some(session);
-                }
-                return Err(error);
-            }
-        }
-        Ok(Conn {
-            slot,
-            session,
-            target: &self.target,
-            op,
-            write,
+        let session = slot.insert(session);
+        let result = match session.run(sql, params, write).await {
+            Ok(rows) => read(rows),
+            Err(e) => Err(session::Failure::Sql(e)),
+        };
+        result.map_err(|failure| {
+            let error = self.target.error(op, session.client.is_closed(), failure);
+            session.broken = error.lost_connection();
+            error
         })
     }
 }
@@ -279,7 +291,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_dead_letters(&self, filter: DeadLetterFilter) -> Result<u64, StateError> {
-        dead_letters::count(self, &filter).await
+        dead_letters::count_matching(self, &filter).await
     }
 
     async fn replay_dead_letters(

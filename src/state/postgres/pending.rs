@@ -1,16 +1,45 @@
 //! Held events in Postgres: the ordering rules of the store contract, as SQL over the
 //! `pending` table and its `pending_head` table of each key's oldest event. Each call is one
-//! statement (two when heads move), whatever the number of events.
+//! statement, whatever the number of events.
 
 use std::collections::HashSet;
 
 use tokio_postgres::Row;
 
 use super::schema::{self, storable, EventArrays, EVENT_COLUMN_COUNT};
-use super::session::{Conn, Failure};
+use super::session::Failure;
 use super::PostgresStore;
 use crate::model::Event;
 use crate::state::{PendingEvent, PendingInsert, Retry, StateError, UnixMillis};
+
+/// The CTEs that keep `pending_head` exact after the CTE `removed` (`seq, event_key`) deleted
+/// events of subscriber `$1`: a key whose head was removed gets the oldest event it still
+/// holds as head, or loses its head if it holds none. The statement's snapshot still shows
+/// the removed events, so the search for the next one skips them.
+macro_rules! release_heads {
+    () => {
+        "released AS (
+    SELECT h.event_key, next.seq, next.next_attempt_at
+    FROM {s}.pending_head h
+    JOIN removed r ON h.event_key = r.event_key AND h.seq = r.seq
+    LEFT JOIN LATERAL (
+        SELECT p.seq, p.next_attempt_at FROM {s}.pending p
+        WHERE p.subscriber = $1::text AND p.event_key = h.event_key
+          AND NOT EXISTS (SELECT 1 FROM removed x WHERE x.seq = p.seq)
+        ORDER BY p.seq LIMIT 1
+    ) next ON true
+    WHERE h.subscriber = $1::text
+), promoted AS (
+    UPDATE {s}.pending_head h SET seq = r.seq, next_attempt_at = r.next_attempt_at
+    FROM released r
+    WHERE h.subscriber = $1::text AND h.event_key = r.event_key AND r.seq IS NOT NULL
+), emptied AS (
+    DELETE FROM {s}.pending_head h USING released r
+    WHERE h.subscriber = $1::text AND h.event_key = r.event_key AND r.seq IS NULL
+)"
+    };
+}
+pub(super) use release_heads;
 
 /// Inserts the events in the order given (`seq` follows it), skips those already held, and
 /// makes the first new event of each key without a head its head.
@@ -40,7 +69,8 @@ WITH inserted AS (
 )
 SELECT count(*) FROM inserted";
 
-/// The columns a [`PendingEvent`] is read from, after the event's.
+/// Heads that are due and behind no barrier: the event's columns, then `attempts,
+/// first_failure_at, next_attempt_at, last_status, last_error`.
 const DUE: &str = "
 SELECT p.event_id, p.event_type, p.event_key, p.table_name, p.body, p.commit_lsn,
        p.commit_time_micros, p.is_truncate,
@@ -85,30 +115,16 @@ WITH updated AS (
 )
 SELECT count(*) FROM updated";
 
-/// Deletes the events and the heads among them; returns how many were held and the keys that
-/// lost their head, for [`PROMOTE`].
-const REMOVE: &str = "
+const REMOVE: &str = concat!(
+    "
 WITH removed AS (
     DELETE FROM {s}.pending WHERE subscriber = $1::text AND event_id = ANY($2::text[])
     RETURNING seq, event_key
-), released AS (
-    DELETE FROM {s}.pending_head h USING removed r
-    WHERE h.subscriber = $1::text AND h.event_key = r.event_key AND h.seq = r.seq
-    RETURNING h.event_key
-)
-SELECT (SELECT count(*) FROM removed), ARRAY(SELECT event_key FROM released)";
-
-/// Makes the oldest event still held of each key in `$2` (keys with no head) its head; one
-/// index probe per key, however many events wait behind it.
-const PROMOTE: &str = "
-INSERT INTO {s}.pending_head (subscriber, event_key, seq, next_attempt_at)
-SELECT $1::text, k.event_key, p.seq, p.next_attempt_at
-FROM unnest($2::text[]) AS k(event_key)
-CROSS JOIN LATERAL (
-    SELECT seq, next_attempt_at FROM {s}.pending
-    WHERE subscriber = $1::text AND event_key = k.event_key
-    ORDER BY seq LIMIT 1
-) p";
+), ",
+    release_heads!(),
+    "
+SELECT count(*) FROM removed"
+);
 
 pub(super) async fn store(
     store: &PostgresStore,
@@ -128,31 +144,25 @@ pub(super) async fn store(
         .map(|i| i.last_error.as_deref().map(|e| storable(e).into_owned()))
         .collect();
     let [ids, types, keys, tables, bodies, lsns, times, truncates] = events.params();
-
-    let mut c = store.write("store pending events").await?;
-    let result = c
-        .query_one(
-            STORE,
-            &[
-                &subscriber,
-                ids,
-                types,
-                keys,
-                tables,
-                bodies,
-                lsns,
-                times,
-                truncates,
-                &attempts,
-                &first_failures,
-                &next_attempts,
-                &statuses,
-                &errors,
-            ],
-        )
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+        &subscriber,
+        ids,
+        types,
+        keys,
+        tables,
+        bodies,
+        lsns,
+        times,
+        truncates,
+        &attempts,
+        &first_failures,
+        &next_attempts,
+        &statuses,
+        &errors,
+    ];
+    store
+        .write("store pending events", STORE, &params, count)
         .await
-        .and_then(|row| schema::count(&row, 0));
-    c.finish(result.map(to_usize)).await
 }
 
 pub(super) async fn due(
@@ -162,24 +172,28 @@ pub(super) async fn due(
     limit: usize,
 ) -> Result<Vec<PendingEvent>, StateError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut c = store.read("read due events").await?;
-    let result = match c.query(DUE, &[&subscriber, &now.0, &limit]).await {
-        Ok(rows) => rows.iter().map(pending_event).collect(),
-        Err(failure) => Err(failure),
-    };
-    c.finish(result).await
+    store
+        .read(
+            "read due events",
+            DUE,
+            &[&subscriber, &now.0, &limit],
+            |rows| rows.iter().map(pending_event).collect(),
+        )
+        .await
 }
 
 pub(super) async fn next_due_at(
     store: &PostgresStore,
     subscriber: &str,
 ) -> Result<Option<UnixMillis>, StateError> {
-    let mut c = store.read("read the next due time").await?;
-    let result = c
-        .query_one(NEXT_DUE_AT, &[&subscriber])
+    store
+        .read(
+            "read the next due time",
+            NEXT_DUE_AT,
+            &[&subscriber],
+            |rows| schema::opt_millis(one(&rows)?, 0),
+        )
         .await
-        .and_then(|row| schema::opt_millis(&row, 0));
-    c.finish(result).await
 }
 
 pub(super) async fn must_hold(
@@ -187,15 +201,13 @@ pub(super) async fn must_hold(
     subscriber: &str,
     event: &Event,
 ) -> Result<bool, StateError> {
-    let mut c = store.read("check for held events").await?;
-    let result = c
-        .query_one(
-            MUST_HOLD,
-            &[&subscriber, &event.key, &event.table, &event.is_truncate],
-        )
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&subscriber, &event.key, &event.table, &event.is_truncate];
+    store
+        .read("check for held events", MUST_HOLD, &params, |rows| {
+            Ok(one(&rows)?.try_get(0)?)
+        })
         .await
-        .and_then(|row| Ok(row.try_get(0)?));
-    c.finish(result).await
 }
 
 pub(super) async fn reschedule(
@@ -219,24 +231,18 @@ pub(super) async fn reschedule(
         .iter()
         .map(|r| r.failure.error.as_deref().map(|e| storable(e).into_owned()))
         .collect();
-
-    let mut c = store.write("reschedule pending events").await?;
-    let result = c
-        .query_one(
-            RESCHEDULE,
-            &[
-                &subscriber,
-                &ids,
-                &attempts,
-                &failed_at,
-                &next_attempts,
-                &statuses,
-                &errors,
-            ],
-        )
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &subscriber,
+        &ids,
+        &attempts,
+        &failed_at,
+        &next_attempts,
+        &statuses,
+        &errors,
+    ];
+    store
+        .write("reschedule pending events", RESCHEDULE, &params, count)
         .await
-        .and_then(|row| schema::count(&row, 0));
-    c.finish(result.map(to_usize)).await
 }
 
 pub(super) async fn remove(
@@ -244,29 +250,14 @@ pub(super) async fn remove(
     subscriber: &str,
     ids: &[String],
 ) -> Result<usize, StateError> {
-    let mut c = store.write("remove delivered events").await?;
-    let result = remove_in(&mut c, subscriber, ids).await;
-    c.finish(result).await
-}
-
-async fn remove_in(c: &mut Conn<'_>, subscriber: &str, ids: &[String]) -> Result<usize, Failure> {
-    let row = c.query_one(REMOVE, &[&subscriber, &ids]).await?;
-    let removed = schema::count(&row, 0)?;
-    let released: Vec<String> = row.try_get(1)?;
-    promote(c, subscriber, &released).await?;
-    Ok(to_usize(removed))
-}
-
-/// Gives each of `keys`, whose head was deleted, its next event as head.
-pub(super) async fn promote(
-    c: &mut Conn<'_>,
-    subscriber: &str,
-    keys: &[String],
-) -> Result<(), Failure> {
-    if !keys.is_empty() {
-        c.execute(PROMOTE, &[&subscriber, &keys]).await?;
-    }
-    Ok(())
+    store
+        .write(
+            "remove delivered events",
+            REMOVE,
+            &[&subscriber, &ids],
+            count,
+        )
+        .await
 }
 
 /// Reads the event's columns, then `attempts, first_failure_at, next_attempt_at, last_status,
@@ -283,6 +274,18 @@ fn pending_event(row: &Row) -> Result<PendingEvent, Failure> {
     })
 }
 
+/// The one row a statement answers with.
+pub(super) fn one(rows: &[Row]) -> Result<&Row, Failure> {
+    rows.first()
+        .ok_or_else(|| Failure::Corrupt("a statement answered with no row".to_string()))
+}
+
+/// The count (`count(*)`) a statement answers with.
+pub(super) fn count(rows: Vec<Row>) -> Result<usize, Failure> {
+    let n = schema::count(one(&rows)?, 0)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// The last of the items with each id, in their order: a statement may change a row only once,
 /// and applying them one after another would leave the last.
 pub(super) fn last_of_each<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&T> {
@@ -290,8 +293,4 @@ pub(super) fn last_of_each<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&T> {
     let mut kept: Vec<&T> = items.iter().rev().filter(|i| seen.insert(id(i))).collect();
     kept.reverse();
     kept
-}
-
-pub(super) fn to_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }

@@ -3,6 +3,7 @@
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Row;
 
+use super::pending::one;
 use super::schema::{self, storable};
 use super::session::Failure;
 use super::PostgresStore;
@@ -11,9 +12,21 @@ use crate::state::{LastError, StateError, SubscriberStatus, UnixMillis};
 
 const CONFIRMED: &str = "SELECT confirmed_lsn FROM {s}.checkpoint WHERE id = 0";
 
+/// Never moves the checkpoint backward: the stored value becomes the larger of `$1` and what
+/// was stored (`pg_lsn` compares as u64), so a late or repeated call with an older LSN changes
+/// nothing, and writes nothing. Answers with the checkpoint now stored.
 const SAVE_CONFIRMED: &str = "
-INSERT INTO {s}.checkpoint (id, confirmed_lsn) VALUES (0, $1::pg_lsn)
-ON CONFLICT (id) DO UPDATE SET confirmed_lsn = excluded.confirmed_lsn";
+WITH stored AS (
+    SELECT confirmed_lsn FROM {s}.checkpoint WHERE id = 0
+), saved AS (
+    INSERT INTO {s}.checkpoint AS c (id, confirmed_lsn)
+    SELECT 0, $1::pg_lsn
+    WHERE NOT EXISTS (SELECT 1 FROM stored WHERE confirmed_lsn >= $1::pg_lsn)
+    ON CONFLICT (id) DO UPDATE SET confirmed_lsn = excluded.confirmed_lsn
+    WHERE c.confirmed_lsn < excluded.confirmed_lsn
+    RETURNING confirmed_lsn
+)
+SELECT COALESCE((SELECT confirmed_lsn FROM saved), (SELECT confirmed_lsn FROM stored))";
 
 const SET_PAUSED: &str = "
 INSERT INTO {s}.subscribers (name, paused_reason) VALUES ($1::text, $2::text)
@@ -57,37 +70,28 @@ const STATUS: &str = status_of!(
      UNION SELECT name FROM {s}.subscribers"
 );
 
-/// Never moves the checkpoint backward: the stored value becomes the larger of `lsn` and what
-/// was stored (compared as u64 here, under the write lock), so a late or repeated call with an
-/// older LSN changes nothing, and writes nothing.
 pub(super) async fn save_confirmed(store: &PostgresStore, lsn: Lsn) -> Result<Lsn, StateError> {
-    let mut c = store.write("save the confirmed LSN").await?;
-    let result = async {
-        let stored = c
-            .query_opt(CONFIRMED, &[])
-            .await?
-            .map(|row| row.try_get::<_, PgLsn>(0))
-            .transpose()?
-            .map(|l| Lsn(u64::from(l)));
-        let keep = stored.map_or(lsn, |stored| stored.max(lsn));
-        if stored != Some(keep) {
-            c.execute(SAVE_CONFIRMED, &[&PgLsn::from(keep.0)]).await?;
-        }
-        Ok(keep)
-    }
-    .await;
-    c.finish(result).await
+    store
+        .write(
+            "save the confirmed LSN",
+            SAVE_CONFIRMED,
+            &[&PgLsn::from(lsn.0)],
+            |rows| {
+                let stored: PgLsn = one(&rows)?.try_get(0)?;
+                Ok(Lsn(u64::from(stored)))
+            },
+        )
+        .await
 }
 
 pub(super) async fn confirmed(store: &PostgresStore) -> Result<Option<Lsn>, StateError> {
-    let mut c = store.read("read the confirmed LSN").await?;
-    let result = match c.query_opt(CONFIRMED, &[]).await {
-        Ok(row) => row
-            .map(|row| Ok(Lsn(u64::from(row.try_get::<_, PgLsn>(0)?))))
-            .transpose(),
-        Err(failure) => Err(failure),
-    };
-    c.finish(result).await
+    store
+        .read("read the confirmed LSN", CONFIRMED, &[], |rows| {
+            rows.first()
+                .map(|row| Ok(Lsn(u64::from(row.try_get::<_, PgLsn>(0)?))))
+                .transpose()
+        })
+        .await
 }
 
 pub(super) async fn set_paused(
@@ -96,11 +100,14 @@ pub(super) async fn set_paused(
     reason: Option<&str>,
 ) -> Result<(), StateError> {
     let reason = reason.map(storable);
-    let mut c = store.write("record a pause").await?;
-    let result = c
-        .execute(SET_PAUSED, &[&subscriber, &reason.as_deref()])
-        .await;
-    c.finish(result.map(drop)).await
+    store
+        .write(
+            "record a pause",
+            SET_PAUSED,
+            &[&subscriber, &reason.as_deref()],
+            nothing,
+        )
+        .await
 }
 
 pub(super) async fn record_success(
@@ -108,9 +115,14 @@ pub(super) async fn record_success(
     subscriber: &str,
     at: UnixMillis,
 ) -> Result<(), StateError> {
-    let mut c = store.write("record a success").await?;
-    let result = c.execute(RECORD_SUCCESS, &[&subscriber, &at.0]).await;
-    c.finish(result.map(drop)).await
+    store
+        .write(
+            "record a success",
+            RECORD_SUCCESS,
+            &[&subscriber, &at.0],
+            nothing,
+        )
+        .await
 }
 
 pub(super) async fn record_error(
@@ -120,11 +132,14 @@ pub(super) async fn record_error(
     text: &str,
 ) -> Result<(), StateError> {
     let text = storable(text);
-    let mut c = store.write("record an error").await?;
-    let result = c
-        .execute(RECORD_ERROR, &[&subscriber, &at.0, &text.as_ref()])
-        .await;
-    c.finish(result.map(drop)).await
+    store
+        .write(
+            "record an error",
+            RECORD_ERROR,
+            &[&subscriber, &at.0, &text.as_ref()],
+            nothing,
+        )
+        .await
 }
 
 /// `subscriber` as the store knows it; all zeros and `None` if it knows nothing of it. Counts
@@ -133,22 +148,28 @@ pub(super) async fn subscriber_status(
     store: &PostgresStore,
     subscriber: &str,
 ) -> Result<SubscriberStatus, StateError> {
-    let mut c = store.read("read a subscriber's status").await?;
-    let result = c
-        .query_one(SUBSCRIBER_STATUS, &[&subscriber])
+    store
+        .read(
+            "read a subscriber's status",
+            SUBSCRIBER_STATUS,
+            &[&subscriber],
+            |rows| status_from_row(one(&rows)?),
+        )
         .await
-        .and_then(|row| status_from_row(&row));
-    c.finish(result).await
 }
 
 /// Every subscriber the store knows anything about, sorted by name, from one snapshot.
 pub(super) async fn all(store: &PostgresStore) -> Result<Vec<SubscriberStatus>, StateError> {
-    let mut c = store.read("read the status").await?;
-    let result = match c.query(STATUS, &[]).await {
-        Ok(rows) => rows.iter().map(status_from_row).collect(),
-        Err(failure) => Err(failure),
-    };
-    c.finish(result).await
+    store
+        .read("read the status", STATUS, &[], |rows| {
+            rows.iter().map(status_from_row).collect()
+        })
+        .await
+}
+
+/// For a statement that answers with nothing.
+pub(super) fn nothing(_: Vec<Row>) -> Result<(), Failure> {
+    Ok(())
 }
 
 fn status_from_row(row: &Row) -> Result<SubscriberStatus, Failure> {
