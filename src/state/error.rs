@@ -130,7 +130,8 @@ pub enum StateError {
     /// The state database could not be reached, or did not let walhook in.
     #[error(
         "cannot connect to the state database {place}: check that it is running and reachable, \
-         and the host, port, database, user and password in [state] url"
+         and the host, port, database, user, password and TLS settings in [state] url (where \
+         the cause below says source.url, it means [state] url)"
     )]
     PostgresUnreachable {
         place: String,

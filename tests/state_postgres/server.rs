@@ -9,7 +9,7 @@ use walhook::model::{Event, Lsn};
 use walhook::state::{PendingInsert, PostgresStore, StateError, Store, UnixMillis};
 
 use super::Schema;
-use crate::support::{connect, Cluster, Server};
+use crate::support::{connect, Cluster, Server, SUPERUSER_PASSWORD};
 
 fn event(n: u64, key: &str) -> Event {
     Event {
@@ -377,12 +377,17 @@ async fn a_write_dropped_midway_still_commits_whole_and_the_connection_stays_usa
     let before = store_backends(&client, schema.db.name()).await;
     assert_eq!(before.len(), 1, "{before:?}");
     // WHEN a write is dropped right after its first poll, as a cancelled task's would be
-    let dropped = tokio::time::timeout(
-        Duration::ZERO,
-        store.store_pending("s", held([event(2, "a"), event(3, "b")])),
-    )
+    let mut write = store.store_pending("s", held([event(2, "a"), event(3, "b")]));
+    std::future::poll_fn(|cx| {
+        let first = write.as_mut().poll(cx);
+        assert!(
+            first.is_pending(),
+            "the write finished within its first poll"
+        );
+        std::task::Poll::Ready(())
+    })
     .await;
-    assert!(dropped.is_err(), "the write finished within its first poll");
+    drop(write);
     // THEN the dropped write took effect whole (it was sent with its BEGIN and COMMIT), and
     // the next calls run on the same connection
     let due = store.due("s", UnixMillis(0), 10).await.unwrap();
@@ -404,4 +409,102 @@ async fn store_backends(client: &tokio_postgres::Client, db: &str) -> Vec<i32> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+#[tokio::test]
+async fn open_state_connects_with_the_urls_tls_settings_as_the_source_does() {
+    // GIVEN a config whose [state] url asks for a verified TLS connection
+    let server = Server::get();
+    let Some(ca) = server.ca_cert() else {
+        eprintln!("skipped: the test server has no TLS (external server?)");
+        return;
+    };
+    let schema = Schema::new().await;
+    let config = format!(
+        r#"
+        source.url = "{source}"
+        subscribers.a.url = "http://127.0.0.1:9/"
+        [state]
+        url = "postgres://postgres:${{STATE_PASSWORD}}@localhost:{port}/{db}?sslmode=verify-full&sslrootcert={ca}"
+        [[events]]
+        type = "t"
+        table = "public.t"
+        subscribers = ["a"]
+        "#,
+        source = schema.url(),
+        port = server.port(),
+        db = schema.db.name(),
+        ca = ca.display(),
+    );
+    let lookup = |name: &str| (name == "STATE_PASSWORD").then(|| SUPERUSER_PASSWORD.to_string());
+    let config = walhook::config::parse(&config, std::path::Path::new("."), &lookup).unwrap();
+    // WHEN walhook opens its state
+    let store = walhook::app::open_state(&config).await.expect("open");
+    assert_eq!(store.save_confirmed(Lsn(9)).await.unwrap(), Lsn(9));
+    // THEN the schema is the default one, and its session is encrypted
+    let client = schema.db.client().await;
+    let ssl: Vec<bool> = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.datname = $1 AND a.application_name = 'walhook'",
+            &[&schema.db.name()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ssl, [true]);
+    let confirmed: String = client
+        .query_one("SELECT confirmed_lsn::text FROM walhook.checkpoint", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(confirmed, "0/9");
+    // AND a CA that did not sign the server's certificate is refused, naming the state database
+    let dir = std::env::temp_dir().join(format!("walhook-state-ca-{}", schema.db.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=some-other-ca", "-keyout"])
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(dir.join("other.crt"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let wrong = dir.join("other.crt");
+    let text = format!(
+        r#"
+        source.url = "{source}"
+        subscribers.a.url = "http://127.0.0.1:9/"
+        [state]
+        url = "postgres://postgres:pw@localhost:{port}/{db}?sslmode=verify-full&sslrootcert={ca}"
+        [[events]]
+        type = "t"
+        table = "public.t"
+        subscribers = ["a"]
+        "#,
+        source = schema.url(),
+        port = server.port(),
+        db = schema.db.name(),
+        ca = wrong.display(),
+    );
+    let config = walhook::config::parse(&text, std::path::Path::new("."), &|_| None).unwrap();
+    let err = walhook::app::open_state(&config)
+        .await
+        .expect_err("must refuse");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = walhook::error_chain(&err);
+    assert!(
+        text.starts_with(&format!(
+            "cannot connect to the state database postgres@localhost:{}/{}",
+            server.port(),
+            schema.db.name()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("TLS"), "{text}");
 }
