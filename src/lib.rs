@@ -16,8 +16,8 @@
 //! other, and `source` and `state` nothing of `config`; [`delivery`] and [`backfill`] sit above
 //! them (delivery reaches the state store only through its spill file, and sends through a
 //! `Sink`, HTTP being the first). The store is a trait, [`state::Store`], whose doc comment is
-//! the contract and whose contract tests run against each backend (SQLite first, on a thread
-//! of its own so no runtime thread waits on the disk). [`app`] wires them all, [`cli`] and
+//! the contract and whose contract tests run against each backend (SQLite, on a thread of its
+//! own so no runtime thread waits on the disk, and Postgres, for state that outlives the host). [`app`] wires them all, [`cli`] and
 //! [`api`] face the operator.
 
 pub mod api;

@@ -18,7 +18,7 @@ use crate::support::{connect, TestDb};
 
 /// A state directory with nothing left in it from an earlier run (database names, and so this
 /// directory's name, repeat when a process id does).
-fn fresh_state_dir(db: &TestDb) -> PathBuf {
+pub(crate) fn fresh_state_dir(db: &TestDb) -> PathBuf {
     let dir = state_dir(db);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
@@ -27,7 +27,7 @@ fn fresh_state_dir(db: &TestDb) -> PathBuf {
 
 /// Writes `config` to `dir/walhook.toml`, so the real binary, reading it, resolves the state
 /// file to the same path as the in-process walhook started with `dir`.
-fn write_config(dir: &Path, config: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, config: &str) -> PathBuf {
     let path = dir.join("walhook.toml");
     std::fs::write(&path, config).unwrap();
     path
@@ -35,7 +35,7 @@ fn write_config(dir: &Path, config: &str) -> PathBuf {
 
 /// Runs the real `walhook` binary with `--config config` and `args`; returns its stdout after
 /// checking it exited 0.
-async fn walhook_cli(config: &Path, args: &[&str]) -> String {
+pub(crate) async fn walhook_cli(config: &Path, args: &[&str]) -> String {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"));
     command.arg("--config").arg(config).args(args);
     let shown = format!("walhook {}", args.join(" "));
@@ -55,7 +55,7 @@ async fn walhook_cli(config: &Path, args: &[&str]) -> String {
 
 /// `walhook dead-letters list` split into its lines of tab-separated fields, without the
 /// closing count line, which is checked to match.
-async fn dead_letters(config: &Path) -> Vec<Vec<String>> {
+pub(crate) async fn dead_letters(config: &Path) -> Vec<Vec<String>> {
     let out = walhook_cli(config, &["dead-letters", "list"]).await;
     let mut lines: Vec<&str> = out.lines().collect();
     let count = lines.pop().expect("a count line");

@@ -20,5 +20,6 @@ mod metrics;
 mod operations;
 mod replication;
 mod source;
+mod state_postgres;
 mod status;
 mod values;

@@ -115,7 +115,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         Some(api) => Some(api::start(api, health.clone(), config.source.status_interval).await?),
         None => None,
     };
-    let store = open_state(&config)?;
+    let store = open_state(&config).await?;
     log_what_the_state_holds(&config, &*store).await;
     let slot_confirmed = prepare_database(&config, &spec, &*store).await?;
     let mapper = Mapper::new(&config)?;
@@ -242,9 +242,40 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     outcome
 }
 
-/// Opens the state store the config names: what `run` and the other commands share.
-pub fn open_state(config: &Config) -> Result<Arc<dyn Store>, StateError> {
-    Ok(Arc::new(SqliteStore::open(&config.state.path)?))
+/// Opens the state store the config names: what `run` and the other commands share. The
+/// Postgres store connects through walhook's own connection code (sslmode, TLS, SCRAM) as the
+/// source does, so `state` needs nothing of `source`; it creates its schema if missing.
+pub async fn open_state(config: &Config) -> Result<Arc<dyn Store>, StateError> {
+    use crate::config::StateConfig;
+    use crate::source::Host;
+    use crate::state::PostgresStore;
+
+    let (url, schema) = match &config.state {
+        StateConfig::File { path } => return Ok(Arc::new(SqliteStore::open(path)?)),
+        StateConfig::Postgres { url, schema } => (url, schema),
+    };
+    let spec: ConnectSpec =
+        url.expose()
+            .parse()
+            .map_err(|e: SpecError| StateError::PostgresUrl {
+                source: Box::new(e),
+            })?;
+    // `user@host:port/db`: where, as the operator wrote it, without the password.
+    let hosts: Vec<String> = spec
+        .hosts
+        .iter()
+        .map(|e| match &e.host {
+            Host::Tcp(name) => format!("{name}:{}", e.port),
+            Host::Unix(dir) => format!("{}:{}", dir.display(), e.port),
+        })
+        .collect();
+    let place = format!("{}@{}/{}", spec.user, hosts.join(","), spec.dbname);
+    let store = PostgresStore::open(place, schema, move || {
+        let spec = spec.clone();
+        async move { connect_sql(&spec).await }
+    })
+    .await?;
+    Ok(Arc::new(store))
 }
 
 /// Awaits `work`, cancelling `token` as soon as `signal` resolves.

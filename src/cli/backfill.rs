@@ -48,7 +48,7 @@ pub struct BackfillArgs {
 pub async fn backfill(config: &Config, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let spec: ConnectSpec = config.source.url.expose().parse().context("source.url")?;
     let client = connect_sql(&spec).await?;
-    let store = crate::app::open_state(config)?;
+    let store = crate::app::open_state(config).await?;
     let request = Request {
         table: args.table,
         subscribers: args.subscribers,

@@ -33,7 +33,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 pub async fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result<ExitCode> {
-    let store = crate::app::open_state(config)?;
+    let store = crate::app::open_state(config).await?;
     let (filter, which) = match &action {
         DeadLetterAction::List(f) | DeadLetterAction::Replay(f) | DeadLetterAction::Discard(f) => {
             (to_filter(f), f)

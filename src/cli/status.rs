@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use crate::config::Config;
+use crate::config::{Config, StateConfig};
 use crate::database::slot_info::{self, SlotReading};
 use crate::model::Lsn;
 use crate::source::{connect_sql, ConnectSpec};
@@ -93,9 +93,16 @@ struct Slot {
 
 #[derive(Debug, Serialize)]
 struct State {
-    path: String,
+    /// The SQLite file; absent with the state in Postgres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    /// With the state in Postgres: its URL without the password, and its schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<String>,
     exists: bool,
-    /// Why the state file could not be read.
+    /// Why the state could not be read.
     error: Option<String>,
     #[serde(serialize_with = "opt_lsn")]
     confirmed_lsn: Option<Lsn>,
@@ -185,26 +192,38 @@ fn slot(config: &Config, reading: &SlotReading) -> Slot {
     }
 }
 
-/// The state file's checkpoint and subscribers. A missing file is reported, not created:
-/// opening the store would create it.
+/// The state's checkpoint and subscribers. A missing state file is reported, not created:
+/// opening the store would create it. A Postgres schema is opened as `walhook run` opens it,
+/// created if missing.
 async fn read_state(config: &Config) -> (State, Vec<SubscriberStatus>) {
-    let path = &config.state.path;
     let mut state = State {
-        path: path.display().to_string(),
+        path: None,
+        url: None,
+        schema: None,
         exists: false,
         error: None,
         confirmed_lsn: None,
     };
-    match path.try_exists() {
-        Ok(false) => return (state, Vec::new()),
-        Ok(true) => state.exists = true,
-        Err(e) => {
-            state.error = Some(format!("cannot look for the state file: {e}"));
-            return (state, Vec::new());
+    match &config.state {
+        StateConfig::File { path } => {
+            state.path = Some(path.display().to_string());
+            match path.try_exists() {
+                Ok(false) => return (state, Vec::new()),
+                Ok(true) => state.exists = true,
+                Err(e) => {
+                    state.error = Some(format!("cannot look for the state file: {e}"));
+                    return (state, Vec::new());
+                }
+            }
+        }
+        StateConfig::Postgres { url, schema } => {
+            state.url = Some(without_password(url.expose()));
+            state.schema = Some(schema.clone());
+            state.exists = true;
         }
     }
     let read = async {
-        let store = crate::app::open_state(config)?;
+        let store = crate::app::open_state(config).await?;
         Ok::<_, StateError>((store.confirmed().await?, store.status().await?))
     };
     match read.await {
@@ -273,6 +292,17 @@ fn subscribers(
         .collect()
 }
 
+/// `url` as the operator wrote it, minus the password.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -296,7 +326,13 @@ fn write_report(out: &mut String, r: &Report) -> fmt::Result {
     } else if let Some(slot) = &r.slot {
         render_slot(out, slot, r.database.current_lsn)?;
     }
-    writeln!(out, "state file {}", r.state.path)?;
+    match (&r.state.path, &r.state.url, &r.state.schema) {
+        (Some(path), _, _) => writeln!(out, "state file {path}")?,
+        (None, Some(url), Some(schema)) => {
+            writeln!(out, "state in Postgres {url}, schema {schema}")?
+        }
+        _ => writeln!(out, "state")?,
+    }
     match (&r.state.error, r.state.exists, r.state.confirmed_lsn) {
         (Some(error), _, _) => writeln!(out, "  could not be read: {error}")?,
         (None, false, _) => writeln!(out, "  no state yet (walhook has not run)")?,

@@ -62,10 +62,18 @@ pub struct SourceConfig {
     pub canary: Option<TableName>,
 }
 
+/// Where walhook keeps what it must remember (`[state]`).
 #[derive(Debug, Clone)]
-pub struct StateConfig {
-    /// Relative paths in the file are resolved against the config file's directory.
-    pub path: PathBuf,
+pub enum StateConfig {
+    /// One SQLite file, the default. Relative paths in the config file are resolved against
+    /// its directory.
+    File { path: PathBuf },
+    /// A schema of its own in a Postgres database, created by walhook if missing.
+    Postgres {
+        /// The connection URL; holds the password, so only `expose` shows it.
+        url: Secret,
+        schema: String,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -38,6 +38,8 @@ pub struct RawSource {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawState {
     pub path: Option<String>,
+    pub url: Option<String>,
+    pub schema: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -66,9 +66,10 @@ fn design_example_parses_with_every_value() {
     assert_eq!(config.source.status_interval, Duration::from_secs(10));
     assert_eq!(config.source.heartbeat_interval, Duration::from_secs(60));
     assert_eq!(config.source.lag_warn_bytes, 1 << 30);
-    assert_eq!(
-        config.state.path,
-        Path::new("/etc/walhook/walhook-state.db")
+    assert!(
+        matches!(&config.state, StateConfig::File { path } if path == Path::new("/etc/walhook/walhook-state.db")),
+        "{:?}",
+        config.state
     );
     assert_eq!(
         config.api.as_ref().unwrap().listen.to_string(),
@@ -118,13 +119,77 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.source.publication, "walhook");
     assert_eq!(config.source.status_interval, Duration::from_secs(10));
     assert_eq!(config.source.max_unsettled, 20_000);
-    assert_eq!(config.state.path, Path::new("dir/walhook-state.db"));
+    assert!(
+        matches!(&config.state, StateConfig::File { path } if path == Path::new("dir/walhook-state.db")),
+        "{:?}",
+        config.state
+    );
     assert!(config.api.is_none());
     let a = &config.subscribers[0];
     assert!(a.signing_key.is_none());
     assert_eq!((a.concurrency, a.batch_size), (16, 1));
     assert_eq!(a.timeout, Duration::from_secs(10));
     assert_eq!(config.events[0].operations, Operation::ALL.to_vec());
+}
+
+/// A config with `state` as its `[state]` section.
+fn with_state(state: &str) -> String {
+    format!(
+        r#"
+        source.url = "postgres://localhost/app"
+        subscribers.a.url = "http://127.0.0.1:9000/"
+        [state]
+        {state}
+        [[events]]
+        type = "t"
+        table = "public.t"
+        subscribers = ["a"]
+        "#
+    )
+}
+
+#[test]
+fn state_in_postgres_takes_its_url_with_variables_and_a_schema() {
+    let text = with_state(r#"url = "postgres://walhook:${PGPASSWORD}@state.internal:5432/app""#);
+    let config = parse(&text, Path::new("dir"), &env).unwrap();
+    let StateConfig::Postgres { url, schema } = &config.state else {
+        panic!("{:?}", config.state);
+    };
+    assert_eq!(
+        url.expose(),
+        "postgres://walhook:pw@state.internal:5432/app"
+    );
+    assert_eq!(schema, "walhook");
+    // The password never shows.
+    assert!(!format!("{config:?}").contains("pw@"));
+
+    let text = with_state(
+        r#"url = "postgresql://walhook@state.internal/app"
+        schema = "walhook_prod""#,
+    );
+    let config = parse(&text, Path::new("dir"), &env).unwrap();
+    assert!(
+        matches!(&config.state, StateConfig::Postgres { schema, .. } if schema == "walhook_prod"),
+        "{:?}",
+        config.state
+    );
+}
+
+#[test]
+fn state_is_a_file_or_postgres_never_both() {
+    let errors = errors_of(&with_state(
+        r#"path = "state.db"
+        url = "postgres://walhook@state.internal/app"
+        schema = "pg_x""#,
+    ));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with("state.url: cannot be set together with state.path"));
+    assert!(errors[1].starts_with("state.schema: must not start with `pg_`"));
+    let errors = errors_of(&with_state(r#"schema = "walhook""#));
+    assert_eq!(
+        errors,
+        ["state.schema: applies only to state in Postgres: set state.url too, e.g. `url = \"postgres://walhook:${PGPASSWORD}@db.internal:5432/app\"`, or remove it"]
+    );
 }
 
 #[test]

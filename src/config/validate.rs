@@ -2,22 +2,24 @@
 //! constraint, and an example of a good value.
 //!
 //! This file checks the whole file and what its sections say about each other; each section is
-//! checked in its own file (`source`, `subscriber`, `event`), with the value checks they share
-//! in `errors`.
+//! checked in its own file (`source`, `state`, `subscriber`, `event`), with the value checks
+//! they share in `errors`.
 
 mod errors;
 mod event;
 mod source;
+mod state;
 mod subscriber;
 
 use std::path::Path;
 
 use super::raw::RawConfig;
-use super::{ApiConfig, Config, ConfigError, EventRule, StateConfig, SubscriberConfig};
+use super::{ApiConfig, Config, ConfigError, EventRule, SubscriberConfig};
 use crate::model::Operation;
 use errors::Errors;
 use event::validate_event;
 use source::validate_source;
+use state::validate_state;
 use subscriber::validate_subscriber;
 
 pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -29,22 +31,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigErr
     );
 
     let source = validate_source(raw.source, &mut errors);
-    let state = {
-        let raw_state = raw.state.unwrap_or_default();
-        errors.unknown("state", &raw_state.unknown, &["path"]);
-        let path = raw_state
-            .path
-            .unwrap_or_else(|| "walhook-state.db".to_string());
-        if path.is_empty() {
-            errors.add(
-                "state.path",
-                "must be a file path, e.g. `walhook-state.db`; got an empty string",
-            );
-        }
-        StateConfig {
-            path: base_dir.join(path),
-        }
-    };
+    let state = validate_state(raw.state, base_dir, &mut errors);
     let api = raw.api.map(|api| {
         errors.unknown("api", &api.unknown, &["listen"]);
         let text = api.listen.unwrap_or_else(|| "127.0.0.1:9187".to_string());

@@ -1,13 +1,18 @@
 //! What can go wrong with the state store, each with what the operator can do about it.
 //!
-//! One place ([`StateError::from_sqlite`]) decides which kind an SQLite failure is, so callers
-//! can match on the kind: a full disk or a locked file is worth retrying later, a damaged file
-//! or a newer schema is not.
+//! One place per backend ([`StateError::from_sqlite`], [`StateError::from_postgres`]) decides
+//! which kind a failure is, so callers can match on the kind: a full disk, a locked file or a
+//! lost connection is worth retrying later, a damaged file or a newer schema is not.
 
 use std::io;
 use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
+use tokio_postgres::error::SqlState;
+
+/// A failure whose type the store does not know: how walhook's own connection code failed to
+/// reach the state database (see `postgres::Connect`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A failure of the state store. Whatever the kind, a failed call has changed nothing: every
 /// write runs in one transaction, so what was committed before it is still there.
@@ -112,6 +117,123 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
+
+    /// `[state] url` could not be understood.
+    #[error(
+        "[state] url is not a usable connection string: write it like `postgres://walhook:${{PGPASSWORD}}@db.internal:5432/app`"
+    )]
+    PostgresUrl {
+        #[source]
+        source: BoxError,
+    },
+
+    /// The state database could not be reached, or did not let walhook in.
+    #[error(
+        "cannot connect to the state database {place}: check that it is running and reachable, \
+         and the host, port, database, user, password and TLS settings in [state] url (where \
+         the cause below says source.url, it means [state] url)"
+    )]
+    PostgresUnreachable {
+        place: String,
+        #[source]
+        source: BoxError,
+    },
+
+    /// The connection to the state database was lost (the server restarted, the session was
+    /// terminated, the network failed). The next call connects again.
+    #[error(
+        "the connection to the state database {place} was lost while trying to {op}; walhook \
+         connects again at the next call (if it was lost at the commit, that call may or may not \
+         have taken effect)"
+    )]
+    PostgresLost {
+        place: String,
+        op: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// The user of `[state] url` lacks a privilege walhook needs on the state schema.
+    #[error(
+        "the user of [state] url may not {op} in schema `{schema}` of the state database {place}: \
+         create the schema for it (`CREATE SCHEMA {schema} AUTHORIZATION <that user>`), or grant \
+         it CREATE on the database, or set [state] schema to a schema it owns"
+    )]
+    PostgresPrivilege {
+        place: String,
+        schema: String,
+        op: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// The state database accepts no writes: a standby, or a read-only default.
+    #[error(
+        "the state database {place} is read-only (a standby, or default_transaction_read_only \
+         is on): point [state] url at the primary"
+    )]
+    PostgresReadOnly {
+        place: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// The schema exists and holds something else than walhook's state.
+    #[error(
+        "schema `{schema}` of the state database {place} is not walhook's state ({what}): set \
+         [state] schema to another name"
+    )]
+    PostgresNotOurs {
+        place: String,
+        schema: String,
+        what: String,
+    },
+
+    /// The schema was written by a later walhook whose layout this one does not know.
+    #[error(
+        "schema `{schema}` of the state database {place} has version {found}, newer than the \
+         {supported} this walhook knows: run the newer walhook, or set [state] schema to a new schema"
+    )]
+    PostgresNewerSchema {
+        place: String,
+        schema: String,
+        found: i64,
+        supported: i64,
+    },
+
+    /// The database cannot store every text walhook must keep.
+    #[error(
+        "the state database {place} has encoding {encoding}, but walhook keeps text in UTF-8: \
+         point [state] url at a database created with ENCODING 'UTF8'"
+    )]
+    PostgresEncoding { place: String, encoding: String },
+
+    /// A stored value is not one walhook writes (the schema was changed by hand?).
+    #[error(
+        "schema `{schema}` of the state database {place} holds a value walhook cannot read \
+         ({what}): restore the schema from a backup, or set [state] schema to a new schema (the \
+         events held in the old one are then not delivered)"
+    )]
+    PostgresCorrupt {
+        place: String,
+        schema: String,
+        what: String,
+    },
+
+    /// Any other failure of the state database (out of disk, a statement timeout, ...).
+    #[error(
+        "the state database {place} failed to {op}{}: see the cause; what was stored before is \
+         intact",
+        sqlstate(.code)
+    )]
+    Postgres {
+        place: String,
+        op: &'static str,
+        /// The SQLSTATE; `None` for a failure on walhook's side of the connection.
+        code: Option<String>,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 impl StateError {
@@ -147,4 +269,48 @@ impl StateError {
             },
         }
     }
+
+    /// Classifies a failure of the Postgres store at `place` (schema `schema`) while doing `op`;
+    /// `closed` says whether the connection it came over has ended.
+    pub(crate) fn from_postgres(
+        place: &str,
+        schema: &str,
+        op: &'static str,
+        closed: bool,
+        source: tokio_postgres::Error,
+    ) -> Self {
+        let place = place.to_string();
+        let code = source.code().cloned();
+        let ended = |c: &SqlState| c.code().starts_with("08") || c.code().starts_with("57P");
+        match code {
+            _ if closed || source.is_closed() => StateError::PostgresLost { place, op, source },
+            Some(c) if ended(&c) => StateError::PostgresLost { place, op, source },
+            Some(c) if c == SqlState::INSUFFICIENT_PRIVILEGE => StateError::PostgresPrivilege {
+                place,
+                schema: schema.to_string(),
+                op,
+                source,
+            },
+            Some(c) if c == SqlState::READ_ONLY_SQL_TRANSACTION => {
+                StateError::PostgresReadOnly { place, source }
+            }
+            code => StateError::Postgres {
+                place,
+                op,
+                code: code.map(|c| c.code().to_string()),
+                source,
+            },
+        }
+    }
+
+    /// Whether the Postgres connection this came from is unusable, so the next call must
+    /// connect again.
+    pub(crate) fn lost_connection(&self) -> bool {
+        matches!(self, StateError::PostgresLost { .. })
+    }
+}
+
+fn sqlstate(code: &Option<String>) -> String {
+    code.as_ref()
+        .map_or(String::new(), |code| format!(" (SQLSTATE {code})"))
 }

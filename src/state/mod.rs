@@ -7,18 +7,20 @@
 //! the event no longer needs the WAL. The store knows no HTTP and never talks to the source;
 //! the delivery worker decides what to store.
 //!
-//! Backends: [`SqliteStore`] (one file, the default). The contract tests in `contract/` are
-//! written once and run against each backend.
+//! Backends: [`SqliteStore`] (one file, the default) and [`PostgresStore`] (a schema in a
+//! Postgres database, so the state outlives walhook's machine). The contract tests in
+//! `contract/` are written once and run against each backend.
 
 mod ack;
 mod backfills;
-#[cfg(test)]
-pub(crate) mod contract;
+#[doc(hidden)]
+pub mod contract;
 mod dead_letters;
 mod error;
 mod millis;
 mod pending;
 mod periodic;
+mod postgres;
 mod sqlite;
 mod store;
 mod subscribers;
@@ -26,10 +28,11 @@ mod subscribers;
 pub use ack::AckTracker;
 pub use backfills::{Backfill, BackfillStatus, NewBackfill};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
-pub use error::StateError;
+pub use error::{BoxError, StateError};
 pub use millis::UnixMillis;
 pub use pending::{Failure, PendingEvent, PendingInsert, Retry};
 pub use periodic::PeriodicWrite;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::{BackfillProgress, Store};
 pub use subscribers::{LastError, SubscriberStatus};

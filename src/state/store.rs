@@ -1,6 +1,6 @@
 //! The store trait: what walhook must remember across restarts, and the contract every
-//! backend keeps. SQLite ([`super::SqliteStore`]) is the first; the contract tests
-//! (`state/contract/`) are written once and run against each.
+//! backend keeps: SQLite ([`super::SqliteStore`]) and Postgres ([`super::PostgresStore`]). The
+//! contract tests (`state/contract/`) are written once and run against each.
 
 use async_trait::async_trait;
 

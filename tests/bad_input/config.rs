@@ -65,7 +65,7 @@ const CASES: &[Case] = &[
     // Unknown keys, at every level.
     case("", "[sources]\nurl = \"x\"\n", "sources", "unknown key; the keys here are source, state, api, subscribers, events"),
     case("slot = \"walhook\"", "sloot = \"walhook\"", "source.sloot", "unknown key; the keys here are url, slot"),
-    case("path = \"walhook-state.db\"", "file = \"x.db\"", "state.file", "unknown key; the keys here are path"),
+    case("path = \"walhook-state.db\"", "file = \"x.db\"", "state.file", "unknown key; the keys here are path, url, schema"),
     case("listen = \"127.0.0.1:9187\"", "bind = \"127.0.0.1:9187\"", "api.bind", "unknown key; the keys here are listen"),
     case("timeout = \"10s\"", "timeout_ms = 10", "subscribers.billing.timeout_ms", "unknown key; the keys here are url, secret"),
     case("give_up_after = \"3d\"", "give_up = \"3d\"", "subscribers.billing.retry.give_up", "unknown key; the keys here are initial, max, give_up_after"),
@@ -114,6 +114,12 @@ const CASES: &[Case] = &[
     case("walhook:pw@", "walhook:${WALHOOK_TEST_UNSET_VAR}@", "source.url", "environment variable `WALHOOK_TEST_UNSET_VAR` is not set; set it, or give a default like `${WALHOOK_TEST_UNSET_VAR:-value}`"),
     case("walhook:pw@", "walhook:${PGPASSWORD@", "source.url", "`${` is not closed; write variables like `${PGPASSWORD}`"),
     case("walhook:pw@", "walhook:${PG-PASS}@", "source.url", "`PG-PASS` is not a variable name; use letters, digits and `_`, e.g. `${PGPASSWORD}`"),
+    // [state] in Postgres (last: a test below picks cases by index)
+    case("path = \"walhook-state.db\"", "path = \"walhook-state.db\"\nurl = \"postgres://walhook:pw@db.internal:5432/app\"", "state.url", "cannot be set together with state.path: the state is either an SQLite file (`path`) or a schema in Postgres (`url`); remove one, e.g. keep `url = \"postgres://"),
+    case("path = \"walhook-state.db\"", "path = \"walhook-state.db\"\nschema = \"walhook\"", "state.schema", "applies only to state in Postgres: set state.url too, e.g. `url = \"postgres://"),
+    case("path = \"walhook-state.db\"", "url = \"mysql://db.internal/app\"", "state.url", "must be a postgres:// URL with a host, e.g. `postgres://walhook:${PGPASSWORD}@db.internal:5432/app`"),
+    case("path = \"walhook-state.db\"", "url = \"postgres://db.internal/app\"\nschema = \"Walhook State\"", "state.schema", "must be 1 to 63 lower-case letters, digits or `_`, e.g. `walhook`; got `Walhook State`"),
+    case("path = \"walhook-state.db\"", "url = \"postgres://db.internal/app\"\nschema = \"pg_walhook\"", "state.schema", "must not start with `pg_` (Postgres reserves those names), e.g. `walhook`; got `pg_walhook`"),
 ];
 
 fn apply(case: &Case) -> String {

@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, StateConfig};
 use crate::state::{Backfill, UnixMillis};
 
 use super::{ago, opt_time};
@@ -49,13 +49,15 @@ impl From<Backfill> for BackfillReport {
     }
 }
 
-/// The active backfills; none if the state file is missing or unreadable (the state section
-/// says why).
+/// The active backfills; none if the state file is missing or the state unreadable (the state
+/// section says why).
 pub(super) async fn read(config: &Config) -> Vec<BackfillReport> {
-    if !config.state.path.try_exists().unwrap_or(false) {
-        return Vec::new();
+    if let StateConfig::File { path } = &config.state {
+        if !path.try_exists().unwrap_or(false) {
+            return Vec::new();
+        }
     }
-    let Ok(store) = crate::app::open_state(config) else {
+    let Ok(store) = crate::app::open_state(config).await else {
         return Vec::new();
     };
     store

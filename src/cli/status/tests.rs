@@ -44,7 +44,9 @@ fn report() -> Report {
             lag_warning: true,
         }),
         state: State {
-            path: "/var/lib/walhook/state.db".to_string(),
+            path: Some("/var/lib/walhook/state.db".to_string()),
+            url: None,
+            schema: None,
             exists: true,
             error: None,
             confirmed_lsn: Some(Lsn(0x1_4000_1000)),
@@ -114,7 +116,9 @@ fn renders_an_unreachable_database_a_missing_slot_and_no_state() {
         };
     r.slot = None;
     r.state = State {
-        path: "walhook-state.db".to_string(),
+        path: Some("walhook-state.db".to_string()),
+        url: None,
+        schema: None,
         exists: false,
         error: None,
         confirmed_lsn: None,
@@ -175,4 +179,43 @@ fn sizes_and_ages_read_at_a_glance() {
     assert_eq!(ago(Duration::from_millis(999)), "999ms");
     assert_eq!(ago(Duration::from_secs(59)), "59s");
     assert_eq!(ago(Duration::from_secs(3600)), "1h 0m");
+}
+
+#[test]
+fn state_in_postgres_is_named_by_its_url_and_schema() {
+    let mut r = report();
+    r.state = State {
+        path: None,
+        url: Some("postgres://walhook@state.internal:5432/app".to_string()),
+        schema: Some("walhook".to_string()),
+        exists: true,
+        error: None,
+        confirmed_lsn: Some(Lsn(0x1_4000_1000)),
+    };
+    let text = render(&r);
+    assert!(
+        text.contains(
+            "state in Postgres postgres://walhook@state.internal:5432/app, schema walhook\n  confirmed LSN        1/40001000\n"
+        ),
+        "{text}"
+    );
+    let value = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        value["state"],
+        serde_json::json!({
+            "url": "postgres://walhook@state.internal:5432/app",
+            "schema": "walhook",
+            "exists": true,
+            "error": null,
+            "confirmed_lsn": "1/40001000",
+        })
+    );
+}
+
+#[test]
+fn a_url_is_shown_without_its_password() {
+    assert_eq!(
+        without_password("postgres://walhook:s3cret@state.internal:5432/app?sslmode=require"),
+        "postgres://walhook@state.internal:5432/app?sslmode=require"
+    );
 }

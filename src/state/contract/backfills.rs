@@ -1,7 +1,7 @@
 use super::Backend;
 use crate::state::{BackfillProgress, BackfillStatus, NewBackfill, UnixMillis};
 
-pub(crate) async fn a_backfill_goes_from_pending_through_progress_to_done(backend: &dyn Backend) {
+pub async fn a_backfill_goes_from_pending_through_progress_to_done(backend: &dyn Backend) {
     let store = backend.open().await;
     let new = NewBackfill {
         table: "public.orders".into(),

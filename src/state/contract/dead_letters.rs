@@ -24,7 +24,7 @@ async fn dead_ids(store: &dyn Store, filter: DeadLetterFilter) -> Vec<String> {
     dead.into_iter().map(|d| d.event.id).collect()
 }
 
-pub(crate) async fn dead_lettering_a_head_releases_its_key(backend: &dyn Backend) {
+pub async fn dead_lettering_a_head_releases_its_key(backend: &dyn Backend) {
     let store = backend.open().await;
     let first = event(1, "public.t", "k");
     let second = event(2, "public.t", "k");
@@ -63,7 +63,7 @@ pub(crate) async fn dead_lettering_a_head_releases_its_key(backend: &dyn Backend
     assert_eq!(d.last_error.as_deref(), Some("422 Unprocessable Entity"));
 }
 
-pub(crate) async fn a_live_event_can_be_dead_lettered_directly(backend: &dyn Backend) {
+pub async fn a_live_event_can_be_dead_lettered_directly(backend: &dyn Backend) {
     let store = backend.open().await;
     let e = event(1, "public.t", "k");
     let item = DeadLetterInsert {
@@ -96,7 +96,7 @@ pub(crate) async fn a_live_event_can_be_dead_lettered_directly(backend: &dyn Bac
     assert_eq!(dead[0].event, e);
 }
 
-pub(crate) async fn replay_puts_dead_letters_back_behind_their_key_due_now_and_fresh(
+pub async fn replay_puts_dead_letters_back_behind_their_key_due_now_and_fresh(
     backend: &dyn Backend,
 ) {
     let store = backend.open().await;
@@ -139,7 +139,7 @@ pub(crate) async fn replay_puts_dead_letters_back_behind_their_key_due_now_and_f
     );
 }
 
-pub(crate) async fn replayed_events_keep_commit_order_among_themselves(backend: &dyn Backend) {
+pub async fn replayed_events_keep_commit_order_among_themselves(backend: &dyn Backend) {
     let store = backend.open().await;
     let events: Vec<_> = (1..=3).map(|n| event(n, "public.t", "k")).collect();
     // Dead-lettered out of commit order (stored directly, newest first).
@@ -170,7 +170,7 @@ pub(crate) async fn replayed_events_keep_commit_order_among_themselves(backend: 
     }
 }
 
-pub(crate) async fn replaying_an_event_that_is_held_again_keeps_its_place(backend: &dyn Backend) {
+pub async fn replaying_an_event_that_is_held_again_keeps_its_place(backend: &dyn Backend) {
     let store = backend.open().await;
     let e = event(1, "public.t", "k");
     let later = event(2, "public.t", "k");
@@ -195,7 +195,7 @@ pub(crate) async fn replaying_an_event_that_is_held_again_keeps_its_place(backen
     assert_eq!(due_ids(&*store, "s", 3).await, id_list(&[&e]));
 }
 
-pub(crate) async fn filters_select_by_subscriber_and_id(backend: &dyn Backend) {
+pub async fn filters_select_by_subscriber_and_id(backend: &dyn Backend) {
     let store = backend.open().await;
     let events: Vec<_> = (1..=3)
         .map(|n| event(n, "public.t", &n.to_string()))

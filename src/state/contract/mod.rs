@@ -1,13 +1,18 @@
 //! The store contract as tests, written once and run against every backend: a backend's
-//! tests call [`contract_tests!`] with a value that opens its store (see `sqlite/tests`).
+//! tests call [`contract_tests!`] with a value that opens its store (see `sqlite/tests`, and
+//! `tests/state_postgres.rs` for Postgres, which needs a server the integration tests start).
+//! Public for that reason only: it is no part of walhook's interface.
 //!
 //! Each test takes a [`Backend`] whose [`Backend::open`] opens the same store on every call,
 //! so a test can check what survives closing and opening it again.
 
-pub(crate) mod backfills;
-pub(crate) mod dead_letters;
-pub(crate) mod pending;
-pub(crate) mod status;
+// Test code, though not `cfg(test)`: the integration tests run it against Postgres.
+#![allow(clippy::unwrap_used)]
+
+pub mod backfills;
+pub mod dead_letters;
+pub mod pending;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -18,19 +23,22 @@ use crate::model::{Event, Lsn};
 
 /// A store under test.
 #[async_trait]
-pub(crate) trait Backend: Send + Sync {
+pub trait Backend: Send + Sync {
     /// Opens the store: a new handle on the same, initially empty, store each time.
     async fn open(&self) -> Arc<dyn Store>;
 }
 
 /// One `#[tokio::test]` per contract test, each with a backend from `$backend` (an
-/// expression evaluated once per test).
-macro_rules! contract_tests {
+/// expression evaluated once per test, inside the test's runtime, so it may `.await`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
     ($backend:expr) => {
         $crate::state::contract::contract_tests!(@each $backend;
             pending::storing_the_same_event_twice_keeps_the_first,
             pending::only_the_head_of_each_key_is_due_and_only_when_its_time_has_come,
             pending::removing_an_event_that_is_not_a_head_keeps_the_head,
+            pending::removing_a_head_with_the_events_behind_it_makes_the_next_one_the_head,
             pending::order_per_key_survives_reopening,
             pending::reschedule_records_the_attempt_and_keeps_the_first_failure,
             pending::a_truncate_waits_for_its_table_and_holds_back_what_follows,
@@ -60,7 +68,7 @@ macro_rules! contract_tests {
         )*
     };
 }
-pub(crate) use contract_tests;
+pub use __contract_tests as contract_tests;
 
 /// An event of `table` with ordering key `key`; its LSN and commit time follow its number.
 fn event(n: u64, table: &str, key: &str) -> Event {

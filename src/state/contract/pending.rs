@@ -15,7 +15,7 @@ fn failure(id: &str, attempts: u32, at: i64) -> Failure {
     }
 }
 
-pub(crate) async fn storing_the_same_event_twice_keeps_the_first(backend: &dyn Backend) {
+pub async fn storing_the_same_event_twice_keeps_the_first(backend: &dyn Backend) {
     let store = backend.open().await;
     let e = event(1, "public.t", "1");
     let first = PendingInsert {
@@ -58,7 +58,7 @@ pub(crate) async fn storing_the_same_event_twice_keeps_the_first(backend: &dyn B
     );
 }
 
-pub(crate) async fn only_the_head_of_each_key_is_due_and_only_when_its_time_has_come(
+pub async fn only_the_head_of_each_key_is_due_and_only_when_its_time_has_come(
     backend: &dyn Backend,
 ) {
     let store = backend.open().await;
@@ -138,7 +138,7 @@ pub(crate) async fn only_the_head_of_each_key_is_due_and_only_when_its_time_has_
     assert!(due_ids(&*store, "s", i64::MAX).await.is_empty());
 }
 
-pub(crate) async fn removing_an_event_that_is_not_a_head_keeps_the_head(backend: &dyn Backend) {
+pub async fn removing_an_event_that_is_not_a_head_keeps_the_head(backend: &dyn Backend) {
     let store = backend.open().await;
     let events: Vec<_> = (1..=3).map(|n| event(n, "public.t", "k")).collect();
     hold(&*store, "s", &events, 0).await;
@@ -154,7 +154,38 @@ pub(crate) async fn removing_an_event_that_is_not_a_head_keeps_the_head(backend:
     assert_eq!(due_ids(&*store, "s", 0).await, id_list(&[&events[2]]));
 }
 
-pub(crate) async fn order_per_key_survives_reopening(backend: &dyn Backend) {
+pub async fn removing_a_head_with_the_events_behind_it_makes_the_next_one_the_head(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    let a: Vec<_> = (1..=4).map(|n| event(n, "public.t", "a")).collect();
+    let b = event(5, "public.t", "b");
+    hold(&*store, "s", &a, 0).await;
+    hold(&*store, "s", std::slice::from_ref(&b), 0).await;
+    // The head of `a`, the event behind it, and the only event of `b`, in one call.
+    let removed = store
+        .remove_pending("s", vec![a[1].id.clone(), a[0].id.clone(), b.id.clone()])
+        .await
+        .expect("remove");
+    assert_eq!(removed, 3);
+    assert_eq!(due_ids(&*store, "s", 0).await, id_list(&[&a[2]]));
+    // The same when they are given up on.
+    let gone = |e: &Event| Failure {
+        status: Some(400),
+        ..failure(&e.id, 1, 10)
+    };
+    let moved = store
+        .move_to_dead_letters("s", vec![gone(&a[3]), gone(&a[2])])
+        .await
+        .expect("move");
+    assert_eq!(moved, 2);
+    assert!(due_ids(&*store, "s", i64::MAX).await.is_empty());
+    assert_eq!(store.next_due_at("s").await.expect("next"), None);
+    hold(&*store, "s", std::slice::from_ref(&a[0]), 0).await;
+    assert_eq!(due_ids(&*store, "s", 0).await, id_list(&[&a[0]]));
+}
+
+pub async fn order_per_key_survives_reopening(backend: &dyn Backend) {
     let events: Vec<_> = (1..=20)
         .map(|n| event(n, "public.t", &(n % 3).to_string()))
         .collect();
@@ -182,9 +213,7 @@ pub(crate) async fn order_per_key_survives_reopening(backend: &dyn Backend) {
     }
 }
 
-pub(crate) async fn reschedule_records_the_attempt_and_keeps_the_first_failure(
-    backend: &dyn Backend,
-) {
+pub async fn reschedule_records_the_attempt_and_keeps_the_first_failure(backend: &dyn Backend) {
     let store = backend.open().await;
     let e = event(1, "public.t", "k");
     hold(&*store, "s", std::slice::from_ref(&e), 0).await;
@@ -230,9 +259,7 @@ pub(crate) async fn reschedule_records_the_attempt_and_keeps_the_first_failure(
     assert_eq!(due[0].last_error.as_deref(), Some("connection refused"));
 }
 
-pub(crate) async fn a_truncate_waits_for_its_table_and_holds_back_what_follows(
-    backend: &dyn Backend,
-) {
+pub async fn a_truncate_waits_for_its_table_and_holds_back_what_follows(backend: &dyn Backend) {
     let store = backend.open().await;
     let before = event(1, "public.t", "a");
     let other_table = event(2, "public.u", "a");
@@ -273,7 +300,7 @@ pub(crate) async fn a_truncate_waits_for_its_table_and_holds_back_what_follows(
     );
 }
 
-pub(crate) async fn must_hold_says_when_a_live_event_goes_behind_held_ones(backend: &dyn Backend) {
+pub async fn must_hold_says_when_a_live_event_goes_behind_held_ones(backend: &dyn Backend) {
     let store = backend.open().await;
     let held = event(1, "public.t", "a");
     hold(&*store, "s", std::slice::from_ref(&held), 0).await;
@@ -308,7 +335,7 @@ pub(crate) async fn must_hold_says_when_a_live_event_goes_behind_held_ones(backe
         .expect("check"));
 }
 
-pub(crate) async fn ten_thousand_events_are_stored_in_one_call(backend: &dyn Backend) {
+pub async fn ten_thousand_events_are_stored_in_one_call(backend: &dyn Backend) {
     let store = backend.open().await;
     // One hot key holds half the events; every other event has a key of its own.
     let events: Vec<_> = (0..10_000u64)
@@ -342,7 +369,7 @@ pub(crate) async fn ten_thousand_events_are_stored_in_one_call(backend: &dyn Bac
 /// The rule of [`crate::model::Event::must_follow`], over random histories: whatever the
 /// store returns as due has no held event before it that it must follow, and removing what
 /// was due eventually returns every event.
-pub(crate) async fn due_events_never_overtake_one_they_must_follow(backend: &dyn Backend) {
+pub async fn due_events_never_overtake_one_they_must_follow(backend: &dyn Backend) {
     let store = backend.open().await;
     let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
     let mut next = move |below: u64| {

@@ -2,9 +2,7 @@ use super::{event, hold, Backend};
 use crate::model::Lsn;
 use crate::state::{Failure, LastError, SubscriberStatus, UnixMillis};
 
-pub(crate) async fn the_checkpoint_never_moves_backward_and_survives_reopening(
-    backend: &dyn Backend,
-) {
+pub async fn the_checkpoint_never_moves_backward_and_survives_reopening(backend: &dyn Backend) {
     {
         let store = backend.open().await;
         assert_eq!(store.confirmed().await.expect("read"), None);
@@ -41,7 +39,7 @@ pub(crate) async fn the_checkpoint_never_moves_backward_and_survives_reopening(
     assert_eq!(store.confirmed().await.expect("read"), Some(Lsn(u64::MAX)));
 }
 
-pub(crate) async fn an_unknown_subscriber_has_an_empty_status(backend: &dyn Backend) {
+pub async fn an_unknown_subscriber_has_an_empty_status(backend: &dyn Backend) {
     let store = backend.open().await;
     assert_eq!(
         store.subscriber_status("nobody").await.expect("status"),
@@ -58,7 +56,7 @@ pub(crate) async fn an_unknown_subscriber_has_an_empty_status(backend: &dyn Back
     assert!(store.status().await.expect("status").is_empty());
 }
 
-pub(crate) async fn status_counts_per_subscriber(backend: &dyn Backend) {
+pub async fn status_counts_per_subscriber(backend: &dyn Backend) {
     let store = backend.open().await;
     let events: Vec<_> = (1..=4)
         .map(|n| event(n, "public.t", &n.to_string()))
@@ -150,7 +148,7 @@ pub(crate) async fn status_counts_per_subscriber(backend: &dyn Backend) {
     );
 }
 
-pub(crate) async fn a_pause_survives_reopening(backend: &dyn Backend) {
+pub async fn a_pause_survives_reopening(backend: &dyn Backend) {
     backend
         .open()
         .await

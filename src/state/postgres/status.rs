@@ -1,0 +1,191 @@
+//! The checkpoint, subscriber state and status in Postgres.
+
+use tokio_postgres::types::PgLsn;
+use tokio_postgres::Row;
+
+use super::pending::one;
+use super::schema::{self, storable};
+use super::session::Failure;
+use super::PostgresStore;
+use crate::model::Lsn;
+use crate::state::{LastError, StateError, SubscriberStatus, UnixMillis};
+
+const CONFIRMED: &str = "SELECT confirmed_lsn FROM {s}.checkpoint WHERE id = 0";
+
+/// Never moves the checkpoint backward: the stored value becomes the larger of `$1` and what
+/// was stored (`pg_lsn` compares as u64), so a late or repeated call with an older LSN changes
+/// nothing, and writes nothing. Answers with the checkpoint now stored.
+const SAVE_CONFIRMED: &str = "
+WITH stored AS (
+    SELECT confirmed_lsn FROM {s}.checkpoint WHERE id = 0
+), saved AS (
+    INSERT INTO {s}.checkpoint AS c (id, confirmed_lsn)
+    SELECT 0, $1::pg_lsn
+    WHERE NOT EXISTS (SELECT 1 FROM stored WHERE confirmed_lsn >= $1::pg_lsn)
+    ON CONFLICT (id) DO UPDATE SET confirmed_lsn = excluded.confirmed_lsn
+    WHERE c.confirmed_lsn < excluded.confirmed_lsn
+    RETURNING confirmed_lsn
+)
+SELECT COALESCE((SELECT confirmed_lsn FROM saved), (SELECT confirmed_lsn FROM stored))";
+
+const SET_PAUSED: &str = "
+INSERT INTO {s}.subscribers (name, paused_reason) VALUES ($1::text, $2::text)
+ON CONFLICT (name) DO UPDATE SET paused_reason = excluded.paused_reason";
+
+const RECORD_SUCCESS: &str = "
+INSERT INTO {s}.subscribers (name, last_success_at) VALUES ($1::text, $2::bigint)
+ON CONFLICT (name) DO UPDATE SET last_success_at = excluded.last_success_at";
+
+const RECORD_ERROR: &str = "
+INSERT INTO {s}.subscribers (name, last_error_at, last_error) VALUES ($1::text, $2::bigint, $3::text)
+ON CONFLICT (name) DO UPDATE
+SET last_error_at = excluded.last_error_at, last_error = excluded.last_error";
+
+/// One row per name in `names`, as [`status_from_row`] reads it. The name sorts bytewise, as
+/// in SQLite, whatever the database's collation.
+macro_rules! status_of {
+    ($names:literal) => {
+        concat!(
+            "
+WITH names AS (",
+            $names,
+            ")
+SELECT n.name,
+       (SELECT count(*) FROM {s}.pending p WHERE p.subscriber = n.name),
+       (SELECT min(commit_time_micros) FROM {s}.pending p WHERE p.subscriber = n.name),
+       (SELECT count(*) FROM {s}.dead_letters d WHERE d.subscriber = n.name),
+       s.paused_reason, s.last_success_at, s.last_error_at, s.last_error
+FROM names n LEFT JOIN {s}.subscribers s ON s.name = n.name
+ORDER BY n.name COLLATE \"C\""
+        )
+    };
+}
+
+const SUBSCRIBER_STATUS: &str = status_of!("SELECT $1::text AS name");
+
+/// Every subscriber with held events, dead letters or a row of its own.
+const STATUS: &str = status_of!(
+    "SELECT subscriber AS name FROM {s}.pending_head
+     UNION SELECT subscriber FROM {s}.dead_letters
+     UNION SELECT name FROM {s}.subscribers"
+);
+
+pub(super) async fn save_confirmed(store: &PostgresStore, lsn: Lsn) -> Result<Lsn, StateError> {
+    store
+        .write(
+            "save the confirmed LSN",
+            SAVE_CONFIRMED,
+            &[&PgLsn::from(lsn.0)],
+            |rows| {
+                let stored: PgLsn = one(&rows)?.try_get(0)?;
+                Ok(Lsn(u64::from(stored)))
+            },
+        )
+        .await
+}
+
+pub(super) async fn confirmed(store: &PostgresStore) -> Result<Option<Lsn>, StateError> {
+    store
+        .read("read the confirmed LSN", CONFIRMED, &[], |rows| {
+            rows.first()
+                .map(|row| Ok(Lsn(u64::from(row.try_get::<_, PgLsn>(0)?))))
+                .transpose()
+        })
+        .await
+}
+
+pub(super) async fn set_paused(
+    store: &PostgresStore,
+    subscriber: &str,
+    reason: Option<&str>,
+) -> Result<(), StateError> {
+    let reason = reason.map(storable);
+    store
+        .write(
+            "record a pause",
+            SET_PAUSED,
+            &[&subscriber, &reason.as_deref()],
+            nothing,
+        )
+        .await
+}
+
+pub(super) async fn record_success(
+    store: &PostgresStore,
+    subscriber: &str,
+    at: UnixMillis,
+) -> Result<(), StateError> {
+    store
+        .write(
+            "record a success",
+            RECORD_SUCCESS,
+            &[&subscriber, &at.0],
+            nothing,
+        )
+        .await
+}
+
+pub(super) async fn record_error(
+    store: &PostgresStore,
+    subscriber: &str,
+    at: UnixMillis,
+    text: &str,
+) -> Result<(), StateError> {
+    let text = storable(text);
+    store
+        .write(
+            "record an error",
+            RECORD_ERROR,
+            &[&subscriber, &at.0, &text.as_ref()],
+            nothing,
+        )
+        .await
+}
+
+/// `subscriber` as the store knows it; all zeros and `None` if it knows nothing of it. Counts
+/// every held event of the subscriber: for `walhook status`, not for a hot path.
+pub(super) async fn subscriber_status(
+    store: &PostgresStore,
+    subscriber: &str,
+) -> Result<SubscriberStatus, StateError> {
+    store
+        .read(
+            "read a subscriber's status",
+            SUBSCRIBER_STATUS,
+            &[&subscriber],
+            |rows| status_from_row(one(&rows)?),
+        )
+        .await
+}
+
+/// Every subscriber the store knows anything about, sorted by name, from one snapshot.
+pub(super) async fn all(store: &PostgresStore) -> Result<Vec<SubscriberStatus>, StateError> {
+    store
+        .read("read the status", STATUS, &[], |rows| {
+            rows.iter().map(status_from_row).collect()
+        })
+        .await
+}
+
+/// For a statement that answers with nothing.
+pub(super) fn nothing(_: Vec<Row>) -> Result<(), Failure> {
+    Ok(())
+}
+
+fn status_from_row(row: &Row) -> Result<SubscriberStatus, Failure> {
+    let error_at = schema::opt_millis(row, 6)?;
+    let error_text: Option<String> = row.try_get(7)?;
+    Ok(SubscriberStatus {
+        name: row.try_get(0)?,
+        pending: schema::count(row, 1)?,
+        oldest_pending_commit_at: row
+            .try_get::<_, Option<i64>>(2)?
+            .map(UnixMillis::from_micros),
+        dead_letters: schema::count(row, 3)?,
+        paused: row.try_get(4)?,
+        last_success_at: schema::opt_millis(row, 5)?,
+        last_error: error_at
+            .zip(error_text)
+            .map(|(at, text)| LastError { at, text }),
+    })
+}
