@@ -10,7 +10,7 @@
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Row;
 
-use super::session::{Failure, Session};
+use super::session::{in_schema, Failure, Session};
 use crate::model::{Event, Lsn};
 use crate::state::UnixMillis;
 
@@ -182,21 +182,6 @@ pub(super) async fn migrate(
     }
     tx.commit().await?;
     Ok(Ok(()))
-}
-
-/// `sql` with `{s}` naming the schema.
-pub(super) fn in_schema(sql: &str, quoted_schema: &str) -> String {
-    sql.replace("{s}", quoted_schema)
-}
-
-/// `name` as an SQL identifier.
-pub(super) fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `text` as an SQL string literal.
-pub(super) fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// How many columns an event takes: `event_id, event_type, event_key, table_name, body,

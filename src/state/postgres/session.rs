@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::schema::{in_schema, quote_identifier, quote_literal};
 use crate::state::StateError;
 
 /// The first half of the advisory lock's key: "WHKS" (walhook state), as in SQLite's
@@ -130,4 +129,19 @@ impl Session {
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
+}
+
+/// `sql` with `{s}` naming the schema.
+pub(super) fn in_schema(sql: &str, quoted_schema: &str) -> String {
+    sql.replace("{s}", quoted_schema)
+}
+
+/// `name` as an SQL identifier.
+pub(super) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` as an SQL string literal.
+pub(super) fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
