@@ -36,6 +36,10 @@ pub struct Fold {
     touches: HashMap<String, Touch>,
     /// The table was truncated: every row before is gone.
     truncated: bool,
+    /// Folded from what the slot sent again after a restart: it may hold changes from before
+    /// the last saved report, so a move's origin behind the position may not have been read
+    /// when it moved.
+    replayed: bool,
 }
 
 /// Keys remembered as complete or gone at most; a key beyond that is treated as unknown
@@ -81,6 +85,14 @@ impl Fold {
         self.note(to, touch);
     }
 
+    /// A fold of the changes the slot sends again after a restart (see `replayed`).
+    pub fn replayed() -> Fold {
+        Fold {
+            replayed: true,
+            ..Fold::default()
+        }
+    }
+
     pub fn truncated(&mut self) {
         self.touches.clear();
         self.truncated = true;
@@ -92,6 +104,7 @@ impl Fold {
             dropped,
             touches: self.touches,
             truncated: self.truncated,
+            replayed: self.replayed,
             release: None,
         }
     }
@@ -105,6 +118,9 @@ pub struct ChunkReport {
     /// The stream's changes of the table since the previous chunk closed.
     pub touches: HashMap<String, Touch>,
     pub truncated: bool,
+    /// Folded from changes sent again after a restart: moves in it may predate the last saved
+    /// report, so their origins are not taken as read complete.
+    pub replayed: bool,
     /// Set by the pipeline: what holds the slot's confirmed position at the start of the
     /// changes this report folds, until the runner saved what it learned from them (so after
     /// a crash the stream is read again from there, and the next run folds them again).
@@ -192,8 +208,9 @@ impl Rereads {
                 }
                 Touch::MovedFrom(from) => {
                     let sent = read.contains(key) && !dropped.contains(key);
-                    let from_complete =
-                        positions.origins_behind.contains(from) && !before.contains(from);
+                    let from_complete = !report.replayed
+                        && positions.origins_behind.contains(from)
+                        && !before.contains(from);
                     if !sent && !from_complete && positions.targets_behind.contains(key) {
                         keys.insert(key.clone());
                     }
@@ -303,6 +320,23 @@ mod tests {
         fold.moved(k(3), k(6), false);
         let mut rereads = Rereads::new([k(3)]);
         rereads.after_chunk(&[], &set(&[]), &fold.into_report(vec![]), &positions);
+        assert_eq!(keys(&rereads), [k(6)]);
+    }
+
+    #[test]
+    fn after_a_restart_a_move_from_a_key_behind_is_not_taken_as_complete() {
+        // GIVEN a walhook that restarted: the slot sends again a move from 3 (behind the
+        // position now, but perhaps not read when it moved, its read dropped) to 6, and the
+        // chunk read 6 and dropped it (the stream changed it between the watermarks)
+        let mut fold = Fold::replayed();
+        fold.moved(k(3), k(6), false);
+        let positions = Positions {
+            origins_behind: set(&[3]),
+            targets_behind: set(&[6]),
+        };
+        let mut rereads = Rereads::default();
+        rereads.after_chunk(&[], &set(&[6]), &fold.into_report(vec![k(6)]), &positions);
+        // THEN 6 is read again: its receiver may hold it without the TOASTed column
         assert_eq!(keys(&rereads), [k(6)]);
     }
 

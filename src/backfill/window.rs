@@ -203,7 +203,7 @@ impl Windows {
     pub fn watch(&mut self, backfill: i64, schema: &str, name: &str) {
         self.folds
             .entry(backfill)
-            .or_insert_with(|| ((schema.to_string(), name.to_string()), Fold::default()));
+            .or_insert_with(|| ((schema.to_string(), name.to_string()), Fold::replayed()));
     }
 
     /// Backfill `backfill` ended: nothing more to fold for it.
