@@ -92,6 +92,8 @@ pub struct SubscriberConfig {
     pub timeout: Duration,
     pub concurrency: usize,
     pub batch_size: usize,
+    /// How long a partial batch may wait for more events while a request slot is free; zero
+    /// (the default) sends it at once. Under load, batches fill while every slot is busy.
     pub batch_wait: Duration,
     pub retry: RetryConfig,
     /// When `walhook run` creates the slot, backfill every table mapped to this subscriber.

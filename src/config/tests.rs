@@ -128,6 +128,11 @@ fn defaults_fill_what_is_left_out() {
     let a = &config.subscribers[0];
     assert!(a.signing_key.is_none());
     assert_eq!((a.concurrency, a.batch_size), (16, 1));
+    assert_eq!(
+        a.batch_wait,
+        Duration::ZERO,
+        "a partial batch goes as soon as a slot is free"
+    );
     assert_eq!(a.timeout, Duration::from_secs(10));
     assert_eq!(config.events[0].operations, Operation::ALL.to_vec());
 }

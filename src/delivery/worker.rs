@@ -205,7 +205,8 @@ impl<S: Sink> Worker<S> {
     }
 
     /// Starts requests while there is room: truncates whose table has gone quiet, full batches
-    /// at once, a partial one after `batch_wait` (or at once when draining). A job whose turn
+    /// at once, a partial one after `batch_wait` (at once with the default of zero, or when
+    /// draining). A job whose turn
     /// came but that must still follow events in the store goes there instead.
     async fn launch(&mut self, draining: bool) -> Result<(), WorkerError> {
         if self.paused.is_some() {

@@ -92,7 +92,7 @@ pub(super) fn validate_subscriber(
         batch_wait: errors.duration(
             &format!("{at}.batch_wait"),
             raw.batch_wait.as_deref(),
-            Duration::from_millis(20),
+            Duration::ZERO,
         ),
         retry,
         initial_backfill: raw.initial_backfill.unwrap_or(false),

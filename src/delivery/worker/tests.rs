@@ -50,6 +50,15 @@ struct Harness {
 
 impl Harness {
     async fn start(batch_size: usize, outcomes: &[(&str, Outcome)]) -> Self {
+        Self::start_lingering(batch_size, Duration::from_millis(20), outcomes).await
+    }
+
+    /// A worker whose partial batches wait `batch_wait` for more events.
+    async fn start_lingering(
+        batch_size: usize,
+        batch_wait: Duration,
+        outcomes: &[(&str, Outcome)],
+    ) -> Self {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
         let sent = Arc::new(Mutex::new(Vec::new()));
@@ -68,7 +77,7 @@ impl Harness {
             timeout: Duration::from_secs(10),
             concurrency: 4,
             batch_size,
-            batch_wait: Duration::from_millis(20),
+            batch_wait,
             retry: RetryConfig {
                 initial: HOUR,
                 max: HOUR,
@@ -283,6 +292,46 @@ async fn full_batches_go_at_once_and_a_partial_one_after_batch_wait() {
             .pending,
         0
     );
+}
+
+#[tokio::test]
+async fn without_batch_wait_a_partial_batch_goes_as_soon_as_a_request_slot_is_free() {
+    // GIVEN batches of up to 3 and no batch_wait (the default)
+    let mut h = Harness::start_lingering(3, Duration::ZERO, &[]).await;
+
+    // WHEN one event arrives alone
+    let started = Instant::now();
+    let txn = h.send("e1", "t:[1]").await;
+
+    // THEN it goes out at once, alone, without waiting for more
+    assert_eq!(h.settled(1).await, [txn]);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+    assert_eq!(h.batches(), [batch(&["e1"])]);
+}
+
+#[tokio::test]
+async fn with_batch_wait_a_partial_batch_waits_for_more_events() {
+    // GIVEN batches of up to 3 that may wait a second
+    let mut h = Harness::start_lingering(3, Duration::from_secs(1), &[]).await;
+
+    // WHEN one event arrives alone
+    let started = Instant::now();
+    let txn = h.send("e1", "t:[1]").await;
+
+    // THEN it goes out alone once it waited that second
+    assert_eq!(h.settled(1).await, [txn]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+    assert_eq!(h.batches(), [batch(&["e1"])]);
 }
 
 #[tokio::test]
