@@ -209,9 +209,16 @@ impl<J: Ordered> Order<J> {
     }
 
     /// `job`, taken earlier, failed and goes to the store: removes it and returns it with every
-    /// job that must follow it there, in order. For a row, its key's later jobs and its table's
-    /// waiting truncate (with what waits behind that); for a truncate, every job that waited
-    /// behind it. Nothing that came after it is left to go out before its retry.
+    /// job that must follow it there, in order. For a row, its key's later jobs, and its table's
+    /// waiting barrier (with what waits behind that) once no other job of the table is live;
+    /// for a barrier, every job that waited behind it.
+    ///
+    /// A barrier left here waits for the table's other live jobs, as it did; when its turn
+    /// comes, the worker finds the failed job in the store and stores the barrier after it.
+    /// Taken now, it could stand in the store before a job of its table still in flight (the
+    /// rest of a failed batch), which would then be stored after it, and the events behind the
+    /// barrier before that job of their key. Nothing that came after the failed job goes out
+    /// before its retry either way.
     pub fn failed(&mut self, job: &J) -> Option<(J, Vec<J>)> {
         let event = job.event();
         self.busy.remove(&event.key);
@@ -226,7 +233,9 @@ impl<J: Ordered> Order<J> {
         let failed = queue.pop_front()?;
         self.unload(&table, 1 + queue.len());
         let mut follow: Vec<J> = queue.into();
-        follow.extend(self.take_barrier(&table));
+        if !self.table_busy(&table) {
+            follow.extend(self.take_barrier(&table));
+        }
         Some((failed, follow))
     }
 
@@ -237,8 +246,9 @@ impl<J: Ordered> Order<J> {
 
     /// Removes and returns every queued job that is not behind a job in flight: those follow
     /// their head when it finishes (take them then), so a failed head goes before its
-    /// successors. Keys first, then each table's barrier (a truncate and what waits behind it),
-    /// each in order; across keys in no particular order.
+    /// successors. Keys first, then each table's barrier (a truncate and what waits behind it)
+    /// whose table has no job left in flight, each in order; across keys in no particular
+    /// order.
     pub fn take_queued(&mut self) -> Vec<J> {
         let busy = &self.busy;
         let mut queued = Vec::new();
@@ -249,19 +259,21 @@ impl<J: Ordered> Order<J> {
         }
         self.keys.retain(|_, q| !q.is_empty());
         self.ready.clear();
-        let from_keys = queued.len();
-        for barrier in self.barriers.values_mut() {
-            if !barrier
-                .front()
-                .is_some_and(|j| busy.contains(&j.event().key))
-            {
+        let tables: Vec<String> = queued.iter().map(|j| j.event().table.clone()).collect();
+        for table in &tables {
+            self.unload(table, 1);
+        }
+        let (busy, load) = (&self.busy, &self.table_load);
+        for (table, barrier) in self.barriers.iter_mut() {
+            let in_flight = load.contains_key(table)
+                || barrier
+                    .front()
+                    .is_some_and(|j| busy.contains(&j.event().key));
+            if !in_flight {
                 queued.extend(barrier.drain(..));
             }
         }
         self.barriers.retain(|_, q| !q.is_empty());
-        for job in &queued[..from_keys] {
-            self.unload(&job.event().table, 1);
-        }
         queued
     }
 

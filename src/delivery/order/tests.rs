@@ -346,7 +346,7 @@ fn draining_takes_what_is_queued_but_leaves_what_waits_behind_a_job_in_flight() 
 }
 
 #[test]
-fn draining_takes_a_waiting_barrier_whole_and_leaves_one_whose_truncate_is_in_flight() {
+fn draining_takes_a_waiting_barrier_whole_once_its_table_has_nothing_in_flight() {
     let t0 = Instant::now();
     let (r1, tt, r2) = (
         row("r1", "t", "1"),
@@ -358,11 +358,11 @@ fn draining_takes_a_waiting_barrier_whole_and_leaves_one_whose_truncate_is_in_fl
     let sent = take_all(&mut order, t0);
     assert_eq!(sent.len(), 2, "r1 and Tu; Tt waits for r1");
 
-    // r1 and Tu are in flight: Tt's barrier waits for nothing of its own, so it goes whole,
-    // the truncate first; Tu's stays until Tu is back.
-    assert_eq!(ids(&order.take_queued()), ["Tt", "r2"]);
-    finish(&mut order, &r1, t0);
+    // r1 and Tu are in flight: Tt's barrier stays until r1 is back (r1 may yet fail and be
+    // stored, and Tt must be stored after it); Tu's stays until Tu is back.
     assert!(order.take_queued().is_empty());
+    finish(&mut order, &r1, t0);
+    assert_eq!(ids(&order.take_queued()), ["Tt", "r2"]);
     finish(&mut order, &tu, t0);
     assert_eq!(ids(&order.take_queued()), ["ru"]);
     assert!(take_all(&mut order, t0).is_empty());
@@ -395,6 +395,31 @@ fn a_truncate_waiting_for_an_event_that_failed_follows_it_out() {
     assert_eq!(failed.id, "a");
     assert_eq!(ids(&follow), ["T", "b"]);
     assert!(!order.table_busy("t"));
+    assert!(take_all(&mut order, now).is_empty());
+}
+
+#[test]
+fn a_barrier_waits_for_every_job_of_its_table_in_flight_before_it_follows_a_failed_one() {
+    // GIVEN rows of keys 1 and 2 of t in flight (one batch), and a barrier of t with a later
+    // row of key 2 waiting behind them
+    let now = Instant::now();
+    let (a, b, t, b2) = (
+        row("a", "t", "1"),
+        row("b", "t", "2"),
+        truncate("T", "t"),
+        row("b2", "t", "2"),
+    );
+    let mut order = order(&[&a, &b, &t, &b2], now);
+    assert_eq!(ids(&order.take_batch(2, NONE, true, now)), ["a", "b"]);
+    // WHEN the first row fails
+    let (failed, follow) = order.failed(&a).unwrap();
+    // THEN it goes alone: the barrier (and b2 behind it) waits for b, which may fail too
+    assert_eq!((failed.id.as_str(), ids(&follow)), ("a", vec![]));
+    assert!(order.take_truncates(usize::MAX).is_empty());
+    assert!(order.take_queued().is_empty());
+    // and when b fails as well, the barrier and b2 follow it, after it
+    let (failed, follow) = order.failed(&b).unwrap();
+    assert_eq!((failed.id.as_str(), ids(&follow)), ("b", vec!["T", "b2"]));
     assert!(take_all(&mut order, now).is_empty());
 }
 
@@ -535,6 +560,186 @@ mod rule {
                 finished[at] = true;
             }
             prop_assert!(finished.iter().all(|f| *f), "every event finished");
+        }
+    }
+
+    /// A job's fate in [`failures`]' model of the worker.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fate {
+        Live,
+        Delivered,
+        Stored,
+    }
+
+    /// One step of the worker, as the order sees it: push an event, finish or fail the job in
+    /// flight at this index, take what may go, or store everything queued (pause, shutdown).
+    #[derive(Debug, Clone)]
+    enum Act {
+        Push { table: u8, key: u8, barrier: bool },
+        Deliver(usize),
+        Fail(usize),
+        Take(usize),
+        StoreQueued,
+    }
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop_oneof![
+            4 => (0..2u8, 0..4u8, prop::bool::weighted(0.2))
+                .prop_map(|(table, key, barrier)| Act::Push { table, key, barrier }),
+            2 => (0..8usize).prop_map(Act::Deliver),
+            2 => (0..8usize).prop_map(Act::Fail),
+            3 => (1..4usize).prop_map(Act::Take),
+            1 => Just(Act::StoreQueued),
+        ]
+    }
+
+    /// The worker's side of a random run: the store keeps what it is given in that order and
+    /// never gives it back (enough to check what goes in, and in what order).
+    struct Model {
+        order: Order<Job>,
+        pushed: Vec<Job>,
+        fate: Vec<Fate>,
+        in_flight: Vec<(usize, Job)>,
+    }
+
+    impl Model {
+        fn index(&self, job: &Job) -> usize {
+            self.pushed
+                .iter()
+                .position(|p| p.id == job.id)
+                .expect("pushed")
+        }
+
+        /// Whether the store holds an event `job` must follow (`Store::must_hold`).
+        fn store_holds_before(&self, job: &Job) -> bool {
+            let at = self.index(job);
+            (0..at).any(|i| self.fate[i] == Fate::Stored && job.must_follow(&self.pushed[i]))
+        }
+
+        /// Stores `job`: every earlier event it must follow was delivered or stored before it.
+        fn store(&mut self, job: &Job) {
+            let at = self.index(job);
+            for i in 0..at {
+                assert!(
+                    self.fate[i] != Fate::Live || !job.must_follow(&self.pushed[i]),
+                    "{} stored while {} it must follow is still live",
+                    job.id,
+                    self.pushed[i].id
+                );
+            }
+            assert_eq!(self.fate[at], Fate::Live, "{} settled twice", job.id);
+            self.fate[at] = Fate::Stored;
+        }
+
+        /// As `Worker::accept`: behind a live job, or stored behind a held one, or queued.
+        fn push(&mut self, job: Job, now: Instant) {
+            self.pushed.push(job.clone());
+            self.fate.push(Fate::Live);
+            if !self.order.holds_back(&job) && self.store_holds_before(&job) {
+                self.store(&job);
+            } else {
+                self.order.push(job, now);
+            }
+        }
+
+        /// As `Worker::launch` and `held_instead`: a job whose turn came goes out, or to the
+        /// store when the store holds one it must follow.
+        fn take(&mut self, size: usize, now: Instant) {
+            let mut taken = self.order.take_truncates(usize::MAX);
+            taken.extend(self.order.take_batch(size, NONE, true, now));
+            for job in taken {
+                if self.store_holds_before(&job) {
+                    let back = self.order.finished(&job, now).expect("in the order");
+                    self.store(&back);
+                    continue;
+                }
+                let at = self.index(&job);
+                for i in 0..at {
+                    assert!(
+                        self.fate[i] == Fate::Delivered || !job.must_follow(&self.pushed[i]),
+                        "{} sent before {} was delivered",
+                        job.id,
+                        self.pushed[i].id
+                    );
+                }
+                self.in_flight.push((at, job));
+            }
+        }
+
+        fn deliver(&mut self, n: usize, now: Instant) {
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let (at, job) = self.in_flight.remove(n % self.in_flight.len());
+            self.order.finished(&job, now).expect("in flight");
+            self.fate[at] = Fate::Delivered;
+        }
+
+        /// As `Worker::completed_live` for a failure: the job, then what must follow it.
+        fn fail(&mut self, n: usize) {
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let (_, job) = self.in_flight.remove(n % self.in_flight.len());
+            let (job, follow) = self.order.failed(&job).expect("in flight");
+            self.store(&job);
+            for later in &follow {
+                self.store(later);
+            }
+        }
+
+        /// As `Worker::store_queued`: in commit (here: push) order.
+        fn store_queued(&mut self) {
+            let mut queued = self.order.take_queued();
+            queued.sort_by_key(|j| self.index(j));
+            for job in &queued {
+                self.store(job);
+            }
+        }
+    }
+
+    proptest! {
+        /// With failures and stores as well: nothing is sent before an event it must follow
+        /// was delivered, and nothing is stored while an event it must follow is still live
+        /// (queued or in flight), since that one could be stored after it.
+        #[test]
+        fn nothing_is_stored_or_sent_before_one_it_must_follow(acts in prop::collection::vec(act(), 1..100)) {
+            let now = Instant::now();
+            let mut m = Model {
+                order: Order::default(),
+                pushed: Vec::new(),
+                fate: Vec::new(),
+                in_flight: Vec::new(),
+            };
+            for act in acts {
+                match act {
+                    Act::Push { table, key, barrier } => {
+                        let table = if table == 0 { "t" } else { "u" };
+                        let id = format!("e{}", m.pushed.len());
+                        let job = if barrier {
+                            event(&id, table, &format!("{table}:[{key}]"), true)
+                        } else {
+                            row(&id, table, &key.to_string())
+                        };
+                        m.push(job, now);
+                    }
+                    Act::Deliver(n) => m.deliver(n, now),
+                    Act::Fail(n) => m.fail(n),
+                    Act::Take(size) => m.take(size, now),
+                    Act::StoreQueued => m.store_queued(),
+                }
+            }
+            // Drain: everything is delivered or stored in the end.
+            loop {
+                let live = m.fate.iter().filter(|f| **f == Fate::Live).count();
+                m.take(1, now);
+                if !m.in_flight.is_empty() {
+                    m.deliver(0, now);
+                } else if m.fate.iter().filter(|f| **f == Fate::Live).count() == live {
+                    break;
+                }
+            }
+            prop_assert!(m.fate.iter().all(|f| *f != Fate::Live), "every event settled: {:?}", m.fate);
         }
     }
 }

@@ -427,3 +427,29 @@ async fn a_live_job_that_fails_is_stored_before_the_later_events_that_must_follo
     // the update that came after it
     assert_eq!(drain(h.store()).await, ["h1", "r1", "moved", "later"]);
 }
+
+#[tokio::test]
+async fn a_failed_batch_is_stored_before_its_tables_barrier_and_what_waits_behind_it() {
+    // GIVEN batches of 2 and a receiver that asks key 1 to come back in an hour (a batch
+    // holding key 1 fails whole)
+    let retry = Outcome::Retry { after: Some(HOUR) };
+    let mut h = Harness::start(2, &[("t:[1]", retry)]).await;
+
+    // WHEN rows of keys 1 and 2, then a barrier of the table (a row moved to key 3) and a later
+    // update of key 2 arrive together, and the batch of the two rows fails
+    let mut txns = vec![
+        h.send("r1", "t:[1]").await,
+        h.send("r2", "t:[2]").await,
+        h.send_event("moved", "t:[3]", true).await,
+        h.send("later", "t:[2]").await,
+    ];
+    txns.sort();
+    assert_eq!(h.settled(4).await, txns);
+    h.stop().await;
+    assert_eq!(h.batches(), [batch(&["r1", "r2"])]);
+
+    // THEN the store gives them out in commit order: both rows of the failed batch before the
+    // barrier, and the barrier before the later update of key 2 (found by the fidelity test:
+    // a backfill read stored behind a later update of its row)
+    assert_eq!(drain(h.store()).await, ["r1", "r2", "moved", "later"]);
+}
