@@ -479,7 +479,7 @@ say "Latency: $LAT_RATE tx/s for ${LAT_SECONDS}s, batch_size = 1 (concurrency 16
 latency_run lat_b1 1 16
 LAT1=("${LAT[@]}" "$LAT_EVENTS" "$LAT_TPS" "$LAT_RSS" "${LAT_NOISE[@]}")
 echo "    p50 ${LAT[0]} ms, p99 ${LAT[1]} ms, max ${LAT[2]} ms; $LAT_EVENTS events; pgbench tps $LAT_TPS" >&2
-say "Latency: $LAT_RATE tx/s for ${LAT_SECONDS}s, batch_size = 100 (batch_wait 20ms)"
+say "Latency: $LAT_RATE tx/s for ${LAT_SECONDS}s, batch_size = 100 (batch_wait 0ms, the default)"
 latency_run lat_b100 100 16
 LAT100=("${LAT[@]}" "$LAT_EVENTS" "$LAT_TPS" "$LAT_RSS" "${LAT_NOISE[@]}")
 echo "    p50 ${LAT[0]} ms, p99 ${LAT[1]} ms, max ${LAT[2]} ms; $LAT_EVENTS events; pgbench tps $LAT_TPS" >&2
@@ -548,11 +548,18 @@ fi # not LATENCY_ONLY
 met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "?" || v == "") { print "?"; exit }
     ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0); print ok ? "yes" : "**no**" }'; }
 ratio() { awk -v b="$BASE_NS" -v n="$1" 'BEGIN { printf "%.2f", b / n }'; }
+# p99 latency against the baseline's p99 of the same run (DESIGN.md: ≤ 2×, and ≤ 25 ms)
+lat_ratio() { awk -v v="$1" -v b="${LAT0[1]}" 'BEGIN { if (v == "?" || b == "?" || b + 0 <= 0) print "?"; else printf "%.1f", v / b }'; }
+lat_met() { awk -v v="$1" -v b="${LAT0[1]}" 'BEGIN { if (v == "?" || b == "?") { print "?"; exit }
+    print (v + 0 <= 2 * b && v + 0 <= 25) ? "yes" : "**no**" }'; }
+# walhook CPU per event delivered, in µs, from CPU ticks
+us_per_event() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (t == "" || n + 0 <= 0) print "?"; else printf "%.1f", t / hz * 1e6 / n }'; }
+rss_max_mib() { local v m=0; for v in "$@"; do [[ -n "$v" && "$v" -gt "$m" ]] && m="$v"; done; mib "$m"; }
 LOAD_AVG_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 HEADER="walhook benchmark: walhook ${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "(revision unknown)")}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $("$PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) /PostgreSQL /'), fsync=off, $([[ -n "$QUICK" ]] && echo "QUICK (sizes / 10)" || echo "full size"), load average at the start $LOAD_AVG_START, at the end $LOAD_AVG_END"
 LATENCY_ROWS="| latency baseline: the same writer, pg_recvlogical (test_decoding) alone: commit → receipt p50 / p99 / max | ${LAT0[0]} / ${LAT0[1]} / ${LAT0[2]} ms (${LAT0[3]} commits) | | | |
-| latency, $LAT_RATE tx/s for $LAT_SECONDS s, batch_size 1: commit → receipt p50 / p99 / max | ${LAT1[0]} / ${LAT1[1]} / ${LAT1[2]} ms (${LAT1[3]} events, pgbench $(printf '%.0f' "${LAT1[4]:-0}") tx/s; machine noise: a 1 ms sleep overslept by p99 ${LAT1[6]} / max ${LAT1[7]} ms) | | p99 ≤ 25 ms | $(met "${LAT1[1]}" 25 "<=") |
-| latency, same, batch_size 100 (batch_wait 20 ms): p50 / p99 / max | ${LAT100[0]} / ${LAT100[1]} / ${LAT100[2]} ms (${LAT100[3]} events, pgbench $(printf '%.0f' "${LAT100[4]:-0}") tx/s; 1 ms sleep overslept by p99 ${LAT100[6]} / max ${LAT100[7]} ms) | | none | |"
+| latency, $LAT_RATE tx/s for $LAT_SECONDS s, batch_size 1: commit → receipt p50 / p99 / max | ${LAT1[0]} / ${LAT1[1]} / ${LAT1[2]} ms (${LAT1[3]} events, pgbench $(printf '%.0f' "${LAT1[4]:-0}") tx/s; machine noise: a 1 ms sleep overslept by p99 ${LAT1[6]} / max ${LAT1[7]} ms) | p99 $(lat_ratio "${LAT1[1]}") × | p99 ≤ 2 × baseline and ≤ 25 ms | $(lat_met "${LAT1[1]}") |
+| latency, same, batch_size 100 (batch_wait 0 ms, the default): p50 / p99 / max | ${LAT100[0]} / ${LAT100[1]} / ${LAT100[2]} ms (${LAT100[3]} events, pgbench $(printf '%.0f' "${LAT100[4]:-0}") tx/s; 1 ms sleep overslept by p99 ${LAT100[6]} / max ${LAT100[7]} ms) | p99 $(lat_ratio "${LAT100[1]}") × | p99 ≤ 2 × baseline and ≤ 25 ms | $(lat_met "${LAT100[1]}") |"
 if [[ -n "$LATENCY_ONLY" ]]; then
     cat <<EOF
 
@@ -563,6 +570,7 @@ $HEADER (--latency: the latency rows only)
 $LATENCY_ROWS
 
 EOF
+    echo "BENCH_RESULT revision=${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)} quick=${QUICK:-0} lat_base_p99=${LAT0[1]} lat_b1_p99=${LAT1[1]} lat_b100_p99=${LAT100[1]}"
     exit 0
 fi
 BASE_RATE="$(rate "$BACKLOG" "$BASE_NS")"
@@ -583,16 +591,20 @@ backlog: $BACKLOG changes ($SINGLE_TXNS single-row transactions + one of $BIG_TX
 | figure | measured | vs baseline | target (DESIGN.md) | met |
 | --- | --- | --- | --- | --- |
 | baseline: pg_recvlogical reads the backlog | $(secs "$BASE_NS") s, $BASE_RATE changes/s (median of $ROUNDS runs: $(list_secs "${base_ns[@]}") s; walsender CPU $(cpu_s "$BASE_WS") s) | 1.00 | | |
-| walhook, batch_size 100, concurrency 16: backlog delivered | $(secs "${B100[0]}") s, $(rate "${B100[5]}" "${B100[0]}") events/s, ${B100[5]} events$(timed "${B100[6]}") (runs: $(list_secs "${b100_ns[@]}") s; per-round ratios $(round_ratios "${b100_ns[@]}"); CPU: walhook $(cpu_s "${B100[2]}") s, walsender $(cpu_s "${B100[3]}") s, receiver $(cpu_s "${B100[4]}") s) | $R100 | ≥ 0.90 | $(met "$R100" 0.9 ">=") |
-| walhook, batch_size 1, concurrency 64: backlog delivered | $(secs "${B1[0]}") s, $(rate "${B1[5]}" "${B1[0]}") events/s, ${B1[5]} events$(timed "${B1[6]}") (runs: $(list_secs "${b1_ns[@]}") s; CPU: walhook $(cpu_s "${B1[2]}") s, walsender $(cpu_s "${B1[3]}") s, receiver $(cpu_s "${B1[4]}") s) | $R1 | none | |
+| walhook, batch_size 100, concurrency 16: backlog delivered | $(secs "${B100[0]}") s, $(rate "${B100[5]}" "${B100[0]}") events/s, ${B100[5]} events$(timed "${B100[6]}") (runs: $(list_secs "${b100_ns[@]}") s; per-round ratios $(round_ratios "${b100_ns[@]}"); CPU: walhook $(cpu_s "${B100[2]}") s ($(us_per_event "${B100[2]}" "${B100[5]}") µs/event), walsender $(cpu_s "${B100[3]}") s, receiver $(cpu_s "${B100[4]}") s) | $R100 | ≥ 1.1 | $(met "$R100" 1.1 ">=") |
+| walhook, batch_size 1, concurrency 64: backlog delivered | $(secs "${B1[0]}") s, $(rate "${B1[5]}" "${B1[0]}") events/s, ${B1[5]} events$(timed "${B1[6]}") (runs: $(list_secs "${b1_ns[@]}") s; CPU: walhook $(cpu_s "${B1[2]}") s, walsender $(cpu_s "${B1[3]}") s, receiver $(cpu_s "${B1[4]}") s) | $R1 | ≥ 0.6 | $(met "$R1" 0.6 ">=") |
+| walhook CPU per event, batch_size 1 × 64 | $(us_per_event "${B1[2]}" "${B1[5]}") µs | | ≤ 20 µs (issue 17) | $(met "$(us_per_event "${B1[2]}" "${B1[5]}")" 20 "<=") |
 $LATENCY_ROWS
-| peak RSS, backlog with batch_size 100 / batch_size 1 | $(mib "${B100[1]}") / $(mib "${B1[1]}") MiB | | none | |
-| peak RSS, one $MEM_ROWS-row transaction (batch_size 100) | $(mib "$BIG_RSS") MiB (delivered in $(secs "$BIG_NS") s from the start of the transaction, $BIG_EVENTS events$(timed "$BIG_TIMED_OUT")) | | ≤ 64 MiB | $(met "$(mib "$BIG_RSS")" 64 "<=") |
-| peak RSS, receiver down while $MEM_ROWS events are committed | $(mib "$DOWN_RSS") MiB (slot confirmed past them after $(secs "$DOWN_NS") s$([[ -z "$DOWN_DONE" ]] && echo ": NOT reached"); $DOWN_HELD held in the state file) | | ≤ 64 MiB | $(met "$(mib "$DOWN_RSS")" 64 "<=") |
-| receiver back: held events drained | $DRAIN_EVENTS events in $(secs "$DRAIN_NS") s$(timed "$DRAIN_TIMED_OUT"), $(rate "$DRAIN_EVENTS" "$DRAIN_NS") events/s; peak RSS $(mib "$DRAIN_RSS") MiB | | none | |
+| peak RSS, backlog with batch_size 100 / batch_size 1 × 64 | $(mib "${B100[1]}") / $(mib "${B1[1]}") MiB | | ≤ 32 MiB | $(met "$(rss_max_mib "${B100[1]}" "${B1[1]}")" 32 "<=") |
+| peak RSS, one $MEM_ROWS-row transaction (batch_size 100) | $(mib "$BIG_RSS") MiB (delivered in $(secs "$BIG_NS") s from the start of the transaction, $BIG_EVENTS events$(timed "$BIG_TIMED_OUT")) | | ≤ 32 MiB | $(met "$(mib "$BIG_RSS")" 32 "<=") |
+| peak RSS, receiver down while $MEM_ROWS events are committed | $(mib "$DOWN_RSS") MiB (slot confirmed past them after $(secs "$DOWN_NS") s$([[ -z "$DOWN_DONE" ]] && echo ": NOT reached"); $DOWN_HELD held in the state file) | | ≤ 32 MiB | $(met "$(mib "$DOWN_RSS")" 32 "<=") |
+| receiver back: held events drained | $DRAIN_EVENTS events in $(secs "$DRAIN_NS") s$(timed "$DRAIN_TIMED_OUT"), $(rate "$DRAIN_EVENTS" "$DRAIN_NS") events/s; peak RSS $(mib "$DRAIN_RSS") MiB | | ≤ 32 MiB | $(met "$(mib "$DRAIN_RSS")" 32 "<=") |
 | receiver ceiling (bench_receiver load, same machine) | batch 1 × 64 conns: $(sed -n 's/.*events_per_s=\([0-9]*\).*/\1/p' <<<"$CEIL_1") events/s; batch 100 × 16 conns: $(sed -n 's/.*events_per_s=\([0-9]*\).*/\1/p' <<<"$CEIL_100") events/s | | above walhook's rates | |
 
 EOF
+# One line a script can compare between runs (regression guard): key=value, ratios against the
+# baseline of this run, latencies in ms, CPU in µs per event, memory in MiB.
+echo "BENCH_RESULT revision=${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)} quick=${QUICK:-0} b100_ratio=$R100 b1c64_ratio=$R1 b100_us_per_event=$(us_per_event "${B100[2]}" "${B100[5]}") b1c64_us_per_event=$(us_per_event "${B1[2]}" "${B1[5]}") lat_base_p99=${LAT0[1]} lat_b1_p99=${LAT1[1]} lat_b100_p99=${LAT100[1]} rss_max=$(rss_max_mib "${B100[1]}" "${B1[1]}" "$BIG_RSS" "$DOWN_RSS" "$DRAIN_RSS")"
 for rc in "${B100[7]}" "${B1[7]}"; do
     [[ "$rc" == 0 ]] || echo "note: a walhook run exited with status $rc on SIGTERM (see the logs; KEEP=1 keeps them)"
 done
