@@ -13,6 +13,9 @@
 #      batch_size = 100 (concurrency default 16) and with batch_size = 1, concurrency = 64;
 #   3. latency: 2,000 single-row transactions/s for 30 s (synchronous_commit on), receipt time
 #      minus the event's commit timestamp, p50 / p99 / max;
+#   2b. wide rows: 20,000 single-row transactions into a table of 40 columns, three of them text
+#      of 1-4 kB, read by pg_recvlogical and delivered by walhook (batch_size 100): events/s and
+#      request bytes/s against the baseline;
 #   4. walhook's peak RSS (VmHWM) during 2, during one 1,000,000-row transaction, and while the
 #      receiver is down and 1,000,000 events are committed (then how fast the backlog drains
 #      once the receiver is back).
@@ -217,7 +220,7 @@ curl -fsS -X POST "$RECEIVER_URL/reset" >/dev/null
 # ---------------------------------------------------------------------------------------
 # walhook runs
 # ---------------------------------------------------------------------------------------
-write_config() { # file slot url batch_size concurrency
+write_config() { # file slot url batch_size concurrency [h2c]
     cat >"$1" <<EOF
 [source]
 url = "postgres://postgres@127.0.0.1:$PG_PORT/$DB?sslmode=disable"
@@ -233,19 +236,20 @@ url = "$3/hook"
 secret = "$SECRET"
 batch_size = $4
 concurrency = $5
+h2c = ${6:-false}
 retry = { initial = "1s", max = "5s", give_up_after = "1h" }
 
 [[events]]
 type = "bench.inserted"
-table = "public.bench"
+table = "public.${EVENT_TABLE:-bench}"
 operations = ["insert"]
 subscribers = ["bench"]
 EOF
 }
 
-start_walhook() { # name slot url batch_size concurrency: sets WALHOOK_PID, WALHOOK_START_NS
+start_walhook() { # name slot url batch_size concurrency [h2c]: sets WALHOOK_PID, WALHOOK_START_NS
     local config="$TMP/$1.toml"
-    write_config "$config" "$2" "$3" "$4" "$5"
+    write_config "$config" "$2" "$3" "$4" "$5" "${6:-false}"
     WALHOOK_START_NS="$(now_ns)"
     "$WALHOOK" run --config "$config" >"$TMP/$1.log" 2>&1 &
     WALHOOK_PID=$!
@@ -297,7 +301,7 @@ if [[ -z "$LATENCY_ONLY" ]]; then
 # backlog. Rounds interleave so that other load on the machine falls on all three alike; the
 # table shows the median of the rounds.
 for r in $(seq "$ROUNDS"); do
-    for slot in "base_$r" "wh_b100_$r" "wh_b1c64_$r"; do
+    for slot in "base_$r" "wh_b100_$r" "wh_b1c64_$r" "wh_b1h2_$r"; do
         sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
     done
 done
@@ -332,12 +336,12 @@ baseline() { # slot: pg_recvlogical to --endpos; sets BASE_NS, BASE_WS_TICKS
     sql "SELECT pg_drop_replication_slot('$1')" >/dev/null
 }
 
-backlog_run() { # name slot batch_size concurrency: sets RUN_NS, RUN_RSS, RUN_CPU, RUN_WS, RUN_RECV_CPU, RUN_EVENTS
+backlog_run() { # name slot batch_size concurrency [h2c]: sets RUN_NS, RUN_RSS, RUN_CPU, RUN_WS, RUN_RECV_CPU, RUN_EVENTS
     local deadline ws recv0 line
     curl -fsS -X POST "$RECEIVER_URL/reset" >/dev/null
     recv0="$(cpu_ticks "$RECEIVER_PID")"
     WALHOOK_LOG="$TMP/$1.log"
-    start_walhook "$1" "$2" "$RECEIVER_URL" "$3" "$4"
+    start_walhook "$1" "$2" "$RECEIVER_URL" "$3" "$4" "${5:-false}"
     deadline=$(($(now_ns) + TIMEOUT * 1000000000))
     RUN_TIMED_OUT=""
     wait_events "$BACKLOG" "$deadline" || RUN_TIMED_OUT=1
@@ -348,6 +352,7 @@ backlog_run() { # name slot batch_size concurrency: sets RUN_NS, RUN_RSS, RUN_CP
     RUN_CPU="$(cpu_ticks "$WALHOOK_PID")"
     RUN_RECV_CPU=$(($(cpu_ticks "$RECEIVER_PID") - recv0))
     RUN_EVENTS="$(stat_of events "$line")"
+    RUN_BYTES="$(stat_of bytes "$line")"
     if [[ -n "$RUN_TIMED_OUT" ]]; then
         RUN_NS=$(($(now_ns) - WALHOOK_START_NS))
     else
@@ -361,7 +366,8 @@ backlog_run() { # name slot batch_size concurrency: sets RUN_NS, RUN_RSS, RUN_CP
 
 # Per kind (base, b100, b1): one entry per round.
 declare -a base_ns base_ws b100_ns b100_rss b100_cpu b100_ws b100_recv b100_events b100_timed b100_rc \
-    b1_ns b1_rss b1_cpu b1_ws b1_recv b1_events b1_timed b1_rc
+    b1_ns b1_rss b1_cpu b1_ws b1_recv b1_events b1_timed b1_rc \
+    h2_ns h2_rss h2_cpu h2_ws h2_recv h2_events h2_timed h2_rc
 record() { # kind: appends this run's figures to the kind's arrays
     local k="$1"
     eval "${k}_ns+=(\"\$RUN_NS\") ${k}_rss+=(\"\$RUN_RSS\") ${k}_cpu+=(\"\$RUN_CPU\")"
@@ -381,6 +387,10 @@ for r in $(seq "$ROUNDS"); do
     backlog_run "b1c64_$r" "wh_b1c64_$r" 1 64
     record b1
     echo "    $(secs "$RUN_NS")s, ${RUN_EVENTS_FINAL} events, peak RSS $(mib "$RUN_RSS") MiB${RUN_TIMED_OUT:+, TIMED OUT}" >&2
+    say "Round $r/$ROUNDS: walhook, batch_size = 1, concurrency = 64, cleartext HTTP/2 (h2c; slot wh_b1h2_$r)"
+    backlog_run "b1h2_$r" "wh_b1h2_$r" 1 64 true
+    record h2
+    echo "    $(secs "$RUN_NS")s, ${RUN_EVENTS_FINAL} events, peak RSS $(mib "$RUN_RSS") MiB${RUN_TIMED_OUT:+, TIMED OUT}" >&2
 done
 median_index() { # values...: the index of the median (the lower one for an even count)
     local i=0 v
@@ -394,6 +404,66 @@ m="$(median_index "${b100_ns[@]}")"
 B100=("${b100_ns[$m]}" "$(max_of "${b100_rss[@]}")" "${b100_cpu[$m]}" "${b100_ws[$m]}" "${b100_recv[$m]}" "${b100_events[$m]}" "$(printf '%s' "${b100_timed[@]}")" "$(max_of "${b100_rc[@]}")")
 m="$(median_index "${b1_ns[@]}")"
 B1=("${b1_ns[$m]}" "$(max_of "${b1_rss[@]}")" "${b1_cpu[$m]}" "${b1_ws[$m]}" "${b1_recv[$m]}" "${b1_events[$m]}" "$(printf '%s' "${b1_timed[@]}")" "$(max_of "${b1_rc[@]}")")
+m="$(median_index "${h2_ns[@]}")"
+H2=("${h2_ns[$m]}" "$(max_of "${h2_rss[@]}")" "${h2_cpu[$m]}" "${h2_ws[$m]}" "${h2_recv[$m]}" "${h2_events[$m]}" "$(printf '%s' "${h2_timed[@]}")" "$(max_of "${h2_rc[@]}")")
+
+# ---------------------------------------------------------------------------------------
+# 2b. Wide rows: 40 columns, three of them text of 1-4 kB
+# ---------------------------------------------------------------------------------------
+WIDE_ROWS=$((20000 / DIV))
+wide_columns() { # 36 short columns of four kinds, then three long texts: with id, 40
+    local i kinds=(int text numeric timestamptz) out=""
+    for i in $(seq 1 36); do out+="c$i ${kinds[$(((i - 1) % 4))]}, "; done
+    echo "${out}t1 text, t2 text, t3 text"
+}
+wide_values() { # the 39 values of row g
+    local i out=""
+    for i in $(seq 1 36); do
+        case $(((i - 1) % 4)) in
+            0) out+="g + $i, " ;;
+            1) out+="md5((g + $i)::text), " ;;
+            2) out+="g * 1.25 + $i, " ;;
+            3) out+="clock_timestamp(), " ;;
+        esac
+    done
+    # 32..128 md5s: 1-4 kB of hex, little compressible
+    for i in 1 2 3; do
+        out+="(SELECT string_agg(md5(random()::text || k::text), '') FROM generate_series(1, 32 + (random() * 96)::int) k)"
+        [[ $i -lt 3 ]] && out+=", "
+    done
+    echo "$out"
+}
+say "Wide rows: $WIDE_ROWS single-row transactions into a table of 40 columns (three text of 1-4 kB)"
+"${PSQL[@]}" <<SQL
+CREATE TABLE wide (id bigserial PRIMARY KEY, $(wide_columns));
+ALTER PUBLICATION $PUBLICATION ADD TABLE wide;
+CREATE PROCEDURE fill_wide(transactions int) LANGUAGE plpgsql AS \$\$
+BEGIN
+    FOR g IN 1..transactions LOOP
+        INSERT INTO wide ($(wide_columns | sed 's/ [a-z]*,/,/g; s/ text$//')) VALUES ($(wide_values));
+        COMMIT;
+    END LOOP;
+END \$\$;
+SQL
+for slot in base_wide wh_wide; do
+    sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
+done
+sql "CALL fill_wide($WIDE_ROWS)"
+ENDPOS_BACKLOG="$ENDPOS"
+ENDPOS="$(sql "SELECT pg_current_wal_insert_lsn()")"
+sql "INSERT INTO bench_end VALUES (2)"
+WIDE_WAL="$(sql "SELECT pg_wal_lsn_diff('$ENDPOS', restart_lsn) FROM pg_replication_slots WHERE slot_name = 'base_wide'")"
+say "Wide rows: pg_recvlogical --slot base_wide --endpos $ENDPOS ($(awk -v b="$WIDE_WAL" 'BEGIN { printf "%.0f", b / 1048576 }') MiB of WAL)"
+baseline base_wide
+WIDE_BASE_NS="$BASE_NS"
+ENDPOS="$ENDPOS_BACKLOG"
+say "Wide rows: walhook, batch_size = 100, concurrency = 16 (slot wh_wide)"
+BACKLOG_SAVED="$BACKLOG"
+BACKLOG="$WIDE_ROWS"
+EVENT_TABLE=wide backlog_run wide wh_wide 100 16
+BACKLOG="$BACKLOG_SAVED"
+WIDE=("$RUN_NS" "$RUN_EVENTS_FINAL" "$RUN_BYTES" "$RUN_CPU" "$RUN_RSS" "$RUN_TIMED_OUT")
+echo "    baseline $(secs "$WIDE_BASE_NS")s; walhook $(secs "${WIDE[0]}")s, ${WIDE[1]} events, ${WIDE[2]} bytes${RUN_TIMED_OUT:+, TIMED OUT}" >&2
 
 fi # not LATENCY_ONLY
 # ---------------------------------------------------------------------------------------
@@ -576,6 +646,7 @@ fi
 BASE_RATE="$(rate "$BACKLOG" "$BASE_NS")"
 R100="$(ratio "${B100[0]}")"
 R1="$(ratio "${B1[0]}")"
+RH2="$(ratio "${H2[0]}")"
 round_ratios() { # walhook run times: each round's baseline / walhook
     local i=0 v out=""
     for v in "$@"; do out+="${out:+, }$(awk -v b="${base_ns[$i]}" -v n="$v" 'BEGIN { printf "%.2f", b / n }')"; i=$((i + 1)); done
@@ -593,6 +664,8 @@ backlog: $BACKLOG changes ($SINGLE_TXNS single-row transactions + one of $BIG_TX
 | baseline: pg_recvlogical reads the backlog | $(secs "$BASE_NS") s, $BASE_RATE changes/s (median of $ROUNDS runs: $(list_secs "${base_ns[@]}") s; walsender CPU $(cpu_s "$BASE_WS") s) | 1.00 | | |
 | walhook, batch_size 100, concurrency 16: backlog delivered | $(secs "${B100[0]}") s, $(rate "${B100[5]}" "${B100[0]}") events/s, ${B100[5]} events$(timed "${B100[6]}") (runs: $(list_secs "${b100_ns[@]}") s; per-round ratios $(round_ratios "${b100_ns[@]}"); CPU: walhook $(cpu_s "${B100[2]}") s ($(us_per_event "${B100[2]}" "${B100[5]}") µs/event), walsender $(cpu_s "${B100[3]}") s, receiver $(cpu_s "${B100[4]}") s) | $R100 | ≥ 1.1 | $(met "$R100" 1.1 ">=") |
 | walhook, batch_size 1, concurrency 64: backlog delivered | $(secs "${B1[0]}") s, $(rate "${B1[5]}" "${B1[0]}") events/s, ${B1[5]} events$(timed "${B1[6]}") (runs: $(list_secs "${b1_ns[@]}") s; CPU: walhook $(cpu_s "${B1[2]}") s, walsender $(cpu_s "${B1[3]}") s, receiver $(cpu_s "${B1[4]}") s) | $R1 | ≥ 0.6 | $(met "$R1" 0.6 ">=") |
+| walhook, batch_size 1, concurrency 64, cleartext HTTP/2 (\`h2c = true\`): backlog delivered | $(secs "${H2[0]}") s, $(rate "${H2[5]}" "${H2[0]}") events/s, ${H2[5]} events$(timed "${H2[6]}") (runs: $(list_secs "${h2_ns[@]}") s; CPU: walhook $(cpu_s "${H2[2]}") s ($(us_per_event "${H2[2]}" "${H2[5]}") µs/event), receiver $(cpu_s "${H2[4]}") s; peak RSS $(mib "${H2[1]}") MiB) | $RH2 | (HTTP/1.1 above: $R1) | |
+| wide rows ($WIDE_ROWS single-row transactions, 40 columns, three text of 1-4 kB; $(awk -v b="$WIDE_WAL" 'BEGIN { printf "%.0f", b / 1048576 }') MiB of WAL), batch_size 100: delivered | $(secs "${WIDE[0]}") s, $(rate "${WIDE[1]}" "${WIDE[0]}") events/s, $(awk -v b="${WIDE[2]:-0}" -v n="${WIDE[0]}" 'BEGIN { if (n <= 0) print "?"; else printf "%.1f", b / 1048576 / (n / 1e9) }') MiB/s of request bodies$(timed "${WIDE[5]}") (pg_recvlogical alone: $(secs "$WIDE_BASE_NS") s, $(rate "$WIDE_ROWS" "$WIDE_BASE_NS") changes/s; walhook CPU $(cpu_s "${WIDE[3]}") s, peak RSS $(mib "${WIDE[4]}") MiB) | $(awk -v b="$WIDE_BASE_NS" -v n="${WIDE[0]}" 'BEGIN { printf "%.2f", b / n }') | none (issue 17: the figure) | |
 | walhook CPU per event, batch_size 1 × 64 | $(us_per_event "${B1[2]}" "${B1[5]}") µs | | ≤ 20 µs (issue 17) | $(met "$(us_per_event "${B1[2]}" "${B1[5]}")" 20 "<=") |
 $LATENCY_ROWS
 | peak RSS, backlog with batch_size 100 / batch_size 1 × 64 | $(mib "${B100[1]}") / $(mib "${B1[1]}") MiB | | ≤ 32 MiB | $(met "$(rss_max_mib "${B100[1]}" "${B1[1]}")" 32 "<=") |
@@ -604,7 +677,7 @@ $LATENCY_ROWS
 EOF
 # One line a script can compare between runs (regression guard): key=value, ratios against the
 # baseline of this run, latencies in ms, CPU in µs per event, memory in MiB.
-echo "BENCH_RESULT revision=${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)} quick=${QUICK:-0} b100_ratio=$R100 b1c64_ratio=$R1 b100_us_per_event=$(us_per_event "${B100[2]}" "${B100[5]}") b1c64_us_per_event=$(us_per_event "${B1[2]}" "${B1[5]}") lat_base_p99=${LAT0[1]} lat_b1_p99=${LAT1[1]} lat_b100_p99=${LAT100[1]} rss_max=$(rss_max_mib "${B100[1]}" "${B1[1]}" "$BIG_RSS" "$DOWN_RSS" "$DRAIN_RSS")"
-for rc in "${B100[7]}" "${B1[7]}"; do
+echo "BENCH_RESULT revision=${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)} quick=${QUICK:-0} b100_ratio=$R100 b1c64_ratio=$R1 b1c64_h2c_ratio=$RH2 wide_ratio=$(awk -v b="$WIDE_BASE_NS" -v n="${WIDE[0]}" 'BEGIN { printf "%.2f", b / n }') b100_us_per_event=$(us_per_event "${B100[2]}" "${B100[5]}") b1c64_us_per_event=$(us_per_event "${B1[2]}" "${B1[5]}") lat_base_p99=${LAT0[1]} lat_b1_p99=${LAT1[1]} lat_b100_p99=${LAT100[1]} rss_max=$(rss_max_mib "${B100[1]}" "${B1[1]}" "$BIG_RSS" "$DOWN_RSS" "$DRAIN_RSS")"
+for rc in "${B100[7]}" "${B1[7]}" "${H2[7]}"; do
     [[ "$rc" == 0 ]] || echo "note: a walhook run exited with status $rc on SIGTERM (see the logs; KEEP=1 keeps them)"
 done

@@ -87,6 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 struct Counts {
     requests: AtomicU64,
     events: AtomicU64,
+    /// Request body bytes received.
+    bytes: AtomicU64,
     /// Unix nanoseconds of the first and the last request that carried an event.
     first_ns: AtomicU64,
     last_ns: AtomicU64,
@@ -148,6 +150,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn receive(State(counts): State<Arc<Counts>>, body: Bytes) -> StatusCode {
     let now_ns = unix_nanos();
     counts.requests.fetch_add(1, Ordering::Relaxed);
+    counts.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     let Ok(text) = std::str::from_utf8(&body) else {
         return StatusCode::OK;
     };
@@ -193,10 +196,11 @@ async fn stats(State(counts): State<Arc<Counts>>) -> String {
     let mut oversleep = lock(&counts.oversleep_us).clone();
     oversleep.sort_unstable();
     format!(
-        "requests={} events={} first_ns={} last_ns={} p50_us={} p99_us={} max_us={} \
+        "requests={} events={} bytes={} first_ns={} last_ns={} p50_us={} p99_us={} max_us={} \
          oversleep_p99_us={} oversleep_max_us={}\n",
         counts.requests.load(Ordering::Relaxed),
         events,
+        counts.bytes.load(Ordering::Relaxed),
         counts.first_ns.load(Ordering::Relaxed),
         counts.last_ns.load(Ordering::Relaxed),
         quantile(&latencies, 0.50),
@@ -223,6 +227,7 @@ async fn reset(State(counts): State<Arc<Counts>>) -> StatusCode {
     lock(&counts.oversleep_us).clear();
     counts.requests.store(0, Ordering::Relaxed);
     counts.events.store(0, Ordering::Relaxed);
+    counts.bytes.store(0, Ordering::Relaxed);
     counts.first_ns.store(0, Ordering::Relaxed);
     counts.last_ns.store(0, Ordering::Relaxed);
     StatusCode::OK

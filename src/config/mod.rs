@@ -98,6 +98,8 @@ pub struct SubscriberConfig {
     pub retry: RetryConfig,
     /// When `walhook run` creates the slot, backfill every table mapped to this subscriber.
     pub initial_backfill: bool,
+    /// Cleartext HTTP/2 with prior knowledge to an `http://` URL (the receiver must speak it).
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -242,7 +242,7 @@ fn every_mistake_is_reported_at_once_with_its_key() {
         "source.lag_warn: must be a size: a whole number with unit B, kB, MB, GB or TB, e.g. `1GB`; got `lots`",
         "source.slot: must be 1 to 63 lower-case letters, digits or `_`, e.g. `walhook`; got `Walhook-Slot`",
         "source.status_interval: must be a duration: a whole number with unit ms, s, m, h or d, e.g. `10s`; got `ten seconds`",
-        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry, initial_backfill",
+        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry, initial_backfill, h2c",
         "subscribers.billing.url: must be an http or https URL with a host, e.g. `https://billing.internal/hooks/walhook`; got `ftp://billing`",
         "subscribers.billing.secret: must be a Standard Webhooks secret: `whsec_` then base64, e.g. `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`",
         "subscribers.billing.headers.Bad Header: must be an HTTP header name (letters, digits, `-`), e.g. `Authorization`",
@@ -417,5 +417,28 @@ fn the_canary_is_a_table_of_walhooks_own() {
     assert_eq!(
         errors,
         ["source.canary: must be a table of walhook's own, not one that [[events]] rules map, e.g. `public.walhook_canary`; got `public.orders`"]
+    );
+}
+
+#[test]
+fn h2c_is_for_http_urls_only() {
+    let with = |url: &str| {
+        format!(
+            r#"
+            source.url = "postgres://localhost/app"
+            subscribers.a.url = "{url}"
+            subscribers.a.h2c = true
+            [[events]]
+            type = "t"
+            table = "public.t"
+            subscribers = ["a"]
+            "#
+        )
+    };
+    let config = parse(&with("http://127.0.0.1:9000/"), Path::new("."), &env).unwrap();
+    assert!(config.subscribers[0].h2c);
+    assert_eq!(
+        errors_of(&with("https://billing.internal/hooks")),
+        ["subscribers.a.h2c: cleartext HTTP/2 applies to `http://` URLs; an `https://` receiver that offers HTTP/2 gets it without this key (TLS negotiates it), so remove `h2c`"]
     );
 }

@@ -38,7 +38,9 @@ pub struct Attempt {
     pub duration: Duration,
 }
 
-/// The one HTTP client all subscribers share (it pools connections per host).
+/// The one HTTP client all subscribers share (it pools connections per host). It speaks
+/// HTTP/1.1, and HTTP/2 to an `https://` receiver that offers it (TLS ALPN): then the requests
+/// in flight share one connection.
 ///
 /// Redirects are not followed (Standard Webhooks: a 3xx is a failure; the subscriber's URL
 /// should be fixed instead). Connecting may take 5 s; a request's whole budget is its
@@ -46,6 +48,23 @@ pub struct Attempt {
 /// connections: idle ones are kept up to 64 per host for 30 s, shorter than most servers'
 /// keep-alive (nginx 75 s), so walhook rarely reuses one the server is just closing.
 pub fn build_client() -> reqwest::Client {
+    client_builder()
+        .build()
+        // Only a TLS backend that fails to initialise makes this fail, and walhook compiles in
+        // rustls with its own root store, which reads nothing from the system.
+        .expect("the HTTP client builds with rustls and webpki roots")
+}
+
+/// A client for one subscriber with `h2c = true`: cleartext HTTP/2 with prior knowledge, every
+/// request in flight on one connection. Otherwise as [`build_client`].
+pub fn build_h2c_client() -> reqwest::Client {
+    client_builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("the HTTP client builds with rustls and webpki roots")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(redirect::Policy::none())
@@ -53,10 +72,6 @@ pub fn build_client() -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
         .tcp_keepalive(Duration::from_secs(60))
-        .build()
-        // Only a TLS backend that fails to initialise makes this fail, and walhook compiles in
-        // rustls with its own root store, which reads nothing from the system.
-        .expect("the HTTP client builds with rustls and webpki roots")
 }
 
 /// POSTs `body` to the subscriber with the Standard Webhooks headers (`webhook-id`,
@@ -135,8 +150,14 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    /// A sink for `subscriber` on the shared `client` (see [`build_client`]).
+    /// A sink for `subscriber` on the shared `client` (see [`build_client`]), or on a client of
+    /// its own for cleartext HTTP/2 (`h2c`).
     pub fn new(client: reqwest::Client, subscriber: &SubscriberConfig) -> Self {
+        let client = if subscriber.h2c {
+            build_h2c_client()
+        } else {
+            client
+        };
         let signer = subscriber
             .signing_key
             .as_ref()

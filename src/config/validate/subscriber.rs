@@ -37,6 +37,7 @@ pub(super) fn validate_subscriber(
             "batch_wait",
             "retry",
             "initial_backfill",
+            "h2c",
         ],
     );
     let name_ok = !name.is_empty()
@@ -76,6 +77,13 @@ pub(super) fn validate_subscriber(
         }
         key.map(SecretBytes)
     });
+    let h2c = raw.h2c.unwrap_or(false);
+    if h2c && url.scheme() != "http" {
+        errors.add(
+            format!("{at}.h2c"),
+            "cleartext HTTP/2 applies to `http://` URLs; an `https://` receiver that offers HTTP/2 gets it without this key (TLS negotiates it), so remove `h2c`",
+        );
+    }
     let headers = validate_headers(&at, raw.headers, errors);
     let retry = validate_retry(&at, raw.retry.unwrap_or_default(), errors);
     SubscriberConfig {
@@ -96,6 +104,7 @@ pub(super) fn validate_subscriber(
         ),
         retry,
         initial_backfill: raw.initial_backfill.unwrap_or(false),
+        h2c,
         name,
     }
 }

@@ -88,7 +88,11 @@ fn one_line_cuts_on_characters() {
 }
 
 fn sink() -> HttpSink {
-    let subscriber = SubscriberConfig {
+    HttpSink::new(build_client(), &sink_config())
+}
+
+fn sink_config() -> SubscriberConfig {
+    SubscriberConfig {
         name: "billing".to_string(),
         url: "https://billing.internal:8443/hooks?token=secret"
             .parse()
@@ -105,8 +109,8 @@ fn sink() -> HttpSink {
             give_up_after: Duration::from_secs(3600),
         },
         initial_backfill: false,
-    };
-    HttpSink::new(build_client(), &subscriber)
+        h2c: false,
+    }
 }
 
 fn attempt(verdict: Verdict, status: Option<u16>, error: Option<&str>) -> Attempt {
@@ -199,4 +203,59 @@ async fn a_request_nobody_answers_is_interrupted() {
         .expect_err("nothing listens there");
     assert!(error.is_connect(), "{error:?}");
     assert_eq!(transport_failure(&error), TransportFailure::Interrupted);
+}
+
+/// A receiver on a free local port that answers 204 and records the HTTP version of each
+/// request; speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge).
+async fn version_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<reqwest::Version>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |request: axum::extract::Request| {
+            let record = record.clone();
+            async move {
+                record.lock().expect("not poisoned").push(request.version());
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+fn subscriber_at(url: &str, h2c: bool) -> SubscriberConfig {
+    SubscriberConfig {
+        url: url.parse().expect("a valid URL"),
+        h2c,
+        ..sink_config()
+    }
+}
+
+#[tokio::test]
+async fn h2c_speaks_cleartext_http2_and_the_default_speaks_http1() {
+    // GIVEN a receiver that speaks both
+    let (url, seen) = version_receiver().await;
+    let event = event(
+        "evt_00000000016B3748_0",
+        r#"{"id":"evt_00000000016B3748_0"}"#,
+    );
+
+    // WHEN one event goes with h2c and one without
+    for h2c in [true, false] {
+        let sink = HttpSink::new(build_client(), &subscriber_at(&url, h2c));
+        let report = sink.send(&[&event]).await;
+        assert_eq!(report.outcome, Outcome::Delivered, "{report:?}");
+    }
+
+    // THEN the first came over HTTP/2, the second over HTTP/1.1
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert_eq!(seen, [reqwest::Version::HTTP_2, reqwest::Version::HTTP_11]);
 }

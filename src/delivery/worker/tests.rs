@@ -84,6 +84,7 @@ impl Harness {
                 give_up_after: 3 * 24 * HOUR,
             },
             initial_backfill: false,
+            h2c: false,
         };
         let (settled_tx, settled) = mpsc::unbounded_channel();
         let ctx = WorkerContext {
