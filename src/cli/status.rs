@@ -281,7 +281,7 @@ fn subscribers(
                     .map(|at| millis(now.saturating_duration_since(at))),
                 dead_letters: s.dead_letters,
                 paused: s.paused.is_some(),
-                paused_reason: s.paused,
+                paused_reason: s.paused.map(|p| p.describe()),
                 last_success_at: s.last_success_at,
                 last_error: s.last_error.map(|e| LastError {
                     at: e.at,

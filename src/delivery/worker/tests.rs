@@ -246,7 +246,11 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
     assert_eq!(h.batches(), [batch(&["a1"])]);
     let store = h.store();
     let status = store.subscriber_status(SUBSCRIBER).await.unwrap();
-    assert_eq!(status.paused.as_deref(), Some("gone for good"));
+    let pause = status.paused.expect("paused");
+    assert_eq!(
+        (pause.reason.as_deref(), pause.by.as_str()),
+        (Some("gone for good"), "receiver")
+    );
     assert_eq!(status.pending, 2);
     assert_eq!(status.dead_letters, 1);
     let filter = DeadLetterFilter {
