@@ -436,7 +436,7 @@ fn exact_size(bytes: u64) -> String {
 }
 
 /// `2026-11-26T17:51:10Z (2m 5s ago)`.
-fn when(at: UnixMillis, now: UnixMillis) -> String {
+pub(super) fn when(at: UnixMillis, now: UnixMillis) -> String {
     format!(
         "{} ({} ago)",
         rfc3339_seconds(at),
