@@ -265,8 +265,9 @@ async fn the_api_pauses_and_resumes_only_with_its_token() {
         .await
         .unwrap();
     let written = current_lsn(&client).await;
-    // THEN it is held, not sent, and the slot confirms it
+    // THEN it is held, not sent, and the slot confirms it; the gauge says paused
     wait_confirmed(&client, db.name(), written, Duration::from_secs(30)).await;
+    assert_eq!(api.paused_gauge().await, "1");
     let (status, body) = api.call("GET", "/subscribers", Some(&bearer), "").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -294,6 +295,7 @@ async fn the_api_pauses_and_resumes_only_with_its_token() {
     let got = receiver
         .wait_for(|r| !r.is_empty(), Duration::from_secs(30))
         .await;
+    assert_eq!(api.paused_gauge().await, "0");
     let output = walhook.stop().await;
     let found = check("s", &expected, &deliveries(&got, "/s", |_: &Recorded| true));
     only_redeliveries("s", &found, &output);
@@ -353,6 +355,25 @@ struct Api {
 }
 
 impl Api {
+    /// The value of `walhook_subscriber_paused{subscriber="s"}` in `/metrics`.
+    async fn paused_gauge(&self) -> String {
+        let url = format!("{}/metrics", self.base);
+        let text = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("walhook_subscriber_paused{subscriber=\"s\"} "))
+            .unwrap_or_else(|| panic!("no paused gauge for s in:\n{text}"));
+        line.rsplit(' ').next().unwrap().to_string()
+    }
+
     /// The status and JSON body of `method path`, with `authorization` if given.
     async fn call(
         &self,
