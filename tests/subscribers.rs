@@ -54,16 +54,30 @@ async fn setup(extra: &str) -> Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_holds_events_across_a_restart_and_resume_sends_them_in_order() {
-    // GIVEN walhook streaming items to `s`
+    // GIVEN walhook streaming items to `s`, with an api but no token
+    let listen = free_local_addr();
     let Setup {
         db,
         client,
         oracle,
         receiver,
         config,
-    } = setup("").await;
+    } = setup(&format!("[api]\nlisten = \"{listen}\"\n")).await;
     let mut walhook = Process::run(&config);
     wait_streaming(&client, db.name(), &mut walhook).await;
+    // (Without `[api] token` there are no control routes.)
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{listen}"),
+    };
+    for (method, path) in [
+        ("POST", "/subscribers/s/pause"),
+        ("POST", "/subscribers/s/resume"),
+        ("GET", "/subscribers"),
+    ] {
+        let (status, _) = api.call_text(method, path, Some("Bearer x"), "").await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
 
     // WHEN a writer commits 300 transactions (rows 1..=100 inserted, then each updated twice)
     let writer = tokio::spawn(write(db.url()));
@@ -169,10 +183,7 @@ async fn a_pause_holds_events_across_a_restart_and_resume_sends_them_in_order() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_pauses_and_resumes_only_with_its_token() {
     // GIVEN walhook with `[api] token` from the environment
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let listen = free_local_addr();
     let token = API_TOKEN;
     let Setup {
         db,
@@ -382,6 +393,18 @@ impl Api {
         authorization: Option<&str>,
         body: &str,
     ) -> (u16, Value) {
+        let (status, text) = self.call_text(method, path, authorization, body).await;
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (status, value)
+    }
+
+    async fn call_text(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
         let url = format!("{}{path}", self.base);
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self
@@ -397,8 +420,12 @@ impl Api {
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        (status, value)
+        (status, response.text().await.unwrap())
     }
+}
+
+/// An address on loopback that was free a moment ago.
+fn free_local_addr() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
 }

@@ -371,52 +371,10 @@ impl<S: Sink> Worker<S> {
         Ok(())
     }
 
-    /// The receiver is gone (for HTTP, a 410): the pause is recorded in the store and holds
-    /// until an operator resumes it, across restarts too.
-    async fn gone(&mut self, reason: &str) -> Result<(), WorkerError> {
-        let pause = self.spill.record_pause(reason).await?;
-        self.pause(pause);
-        Ok(())
-    }
-
-    /// Stops sending: queued jobs go to the store, as every new one will; requests in flight
-    /// finish (a failed one is stored, in order).
-    fn pause(&mut self, pause: Pause) {
-        if self.paused.is_none() {
-            warn!(subscriber = %self.name(), reason = %pause.describe(), by = %pause.by, "subscriber paused; its events are held in the state store until `walhook subscribers resume {}`", self.name());
-        }
-        self.paused = Some(pause);
-        self.meters.set_paused(true);
-        self.store_queued();
-    }
-
-    /// Follows the pause recorded in the store: pauses, or resumes (the held events then go
-    /// out oldest first per key, as retries do, and live events queue behind them). A failed
-    /// read keeps things as they are until the next one.
-    async fn refresh_pause(&mut self) {
-        let recorded = match self.spill.recorded_pause().await {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                warn!(subscriber = %self.name(), error = %crate::error_chain(&e), "cannot read whether the subscriber is paused; will try again");
-                return;
-            }
-        };
-        match (recorded, self.paused.is_some()) {
-            (Some(pause), false) => self.pause(pause),
-            (None, true) => {
-                info!(subscriber = %self.name(), "subscriber resumed; sending its held events");
-                self.paused = None;
-                self.meters.set_paused(false);
-                self.spill.look_again();
-            }
-            _ => {}
-        }
-    }
-
     /// Moves every queued live job to the store in commit order, except those behind a job in
     /// flight: they follow it when it completes, so that a failed job is stored before its
     /// successors.
-    fn store_queued(&mut self) {
+    pub(super) fn store_queued(&mut self) {
         let mut queued = self.order.take_queued();
         queued.sort_by_key(|j| (j.event.commit_lsn, j.txn));
         for job in queued {
@@ -485,5 +443,6 @@ pub fn announce(config: &SubscriberConfig) {
     );
 }
 
+mod pause;
 #[cfg(test)]
 mod tests;
