@@ -9,6 +9,8 @@ use crate::model::Lsn;
 use crate::model::TxnId;
 use crate::state::{AckTracker, DeadLetterFilter, Pause, SqliteStore, Store, UnixMillis};
 
+mod pause;
+
 const SUBSCRIBER: &str = "s";
 /// Long enough that nothing stored is retried while a test runs.
 const HOUR: Duration = Duration::from_secs(3600);
@@ -61,13 +63,14 @@ impl Harness {
     ) -> Self {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
-        Self::start_on(store, batch_size, outcomes).await
+        Self::start_on(store, batch_size, batch_wait, outcomes).await
     }
 
     /// A worker on `store`, which may hold something already.
     async fn start_on(
         store: Arc<dyn Store>,
         batch_size: usize,
+        batch_wait: Duration,
         outcomes: &[(&str, Outcome)],
     ) -> Self {
         let sent = Arc::new(Mutex::new(Vec::new()));
@@ -465,63 +468,4 @@ async fn a_failed_batch_is_stored_before_its_tables_barrier_and_what_waits_behin
     // barrier, and the barrier before the later update of key 2 (found by the fidelity test:
     // a backfill read stored behind a later update of its row)
     assert_eq!(drain(h.store()).await, ["r1", "r2", "moved", "later"]);
-}
-
-#[tokio::test]
-async fn a_recorded_pause_holds_everything_from_the_start_until_it_is_lifted_in_the_store() {
-    // GIVEN a pause recorded in the store before the worker starts (by an earlier run, or by
-    // `walhook subscribers pause`)
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
-    let pause = Pause {
-        reason: Some("maintenance".to_string()),
-        by: "test".to_string(),
-        since: UnixMillis(1),
-    };
-    store.pause(SUBSCRIBER, pause).await.unwrap();
-    let mut h = Harness::start_on(store, 1, &[]).await;
-
-    // WHEN events of two keys arrive
-    let mut txns = vec![
-        h.send("a1", "t:[1]").await,
-        h.send("a2", "t:[1]").await,
-        h.send("b1", "t:[2]").await,
-    ];
-    txns.sort();
-    // THEN they are stored (settled), not sent
-    assert_eq!(h.settled(3).await, txns);
-    assert!(h.batches().is_empty());
-    assert_eq!(
-        h.store()
-            .subscriber_status(SUBSCRIBER)
-            .await
-            .unwrap()
-            .pending,
-        3
-    );
-
-    // WHEN the pause is lifted in the store (as `walhook subscribers resume` does)
-    assert!(h.store().resume(SUBSCRIBER).await.unwrap().is_some());
-    // THEN within a second or two they go out, in order per key
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while h.batches().len() < 3 {
-        assert!(Instant::now() < deadline, "sent: {:?}", h.batches());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let sent: Vec<String> = h.batches().concat();
-    let at = |id: &str| sent.iter().position(|s| s == id).unwrap();
-    assert!(at("a1") < at("a2"), "{sent:?}");
-    assert_eq!(sent.len(), 3, "{sent:?}");
-    // AND a live event after the resume goes out too
-    h.send("c1", "t:[3]").await;
-    h.stop().await;
-    assert!(h.batches().concat().contains(&"c1".to_string()));
-    assert_eq!(
-        h.store()
-            .subscriber_status(SUBSCRIBER)
-            .await
-            .unwrap()
-            .pending,
-        0
-    );
 }
