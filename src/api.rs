@@ -1,5 +1,6 @@
 //! The `[api] listen` endpoints: `/metrics` (Prometheus text), `/health` (the process is alive)
-//! and `/ready` (the replication connection streams and reports progress to Postgres).
+//! and `/ready` (the replication connection streams and reports progress to Postgres); with
+//! `[api] token` also the control routes (see `controls`: pause, resume and list subscribers).
 //!
 //! The metrics recorder is process-wide: the first server installs it, later ones (several
 //! walhooks in one test process) share it, so their counters add up.
@@ -19,8 +20,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, Config};
+use crate::state::Store;
+
+mod controls;
 use crate::telemetry::{self, Health, DELIVERY_LATENCY, REQUEST_DURATION, STATUS_UPDATE_AGE};
+use controls::Controls;
 
 /// Commit to 2xx spans milliseconds (live) to days (retried until `give_up_after`).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -56,13 +61,23 @@ pub struct ApiServer {
     /// Cancels the server's token when dropped.
     stop: DropGuard,
     task: JoinHandle<()>,
+    /// The control routes' state, when `[api] token` is set.
+    controls: Option<Arc<Controls>>,
 }
 
 impl ApiServer {
+    /// The control routes act on `store` from now on (until then they answer 503: walhook is
+    /// starting). Without `[api] token` there are none, and this does nothing.
+    pub fn attach_state(&self, config: Arc<Config>, store: Arc<dyn Store>) {
+        if let Some(controls) = &self.controls {
+            controls.attach(config, store);
+        }
+    }
+
     /// Stops accepting, lets open requests finish (a few seconds at most), and returns once the
     /// port is free.
     pub async fn stop(self) {
-        let Self { stop, task } = self;
+        let Self { stop, task, .. } = self;
         stop.disarm().cancel();
         let _ = task.await;
     }
@@ -96,15 +111,20 @@ pub async fn start(
         health,
         status_limit: status_interval * 2,
     });
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .with_state(state);
+    let controls = config.token.as_ref().map(|t| Arc::new(Controls::new(t)));
+    if let Some(controls) = &controls {
+        router = router.merge(controls::routes(controls.clone()));
+    }
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let stop = CancellationToken::new();
     let stopping = stop.clone();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router)
+        let serve = axum::serve(listener, service)
             .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future();
         // Open requests get this long to finish once the server stops accepting.
@@ -127,10 +147,15 @@ pub async fn start(
             () = grace => {}
         }
     });
-    info!(listen = %addr, "serving /metrics, /health and /ready");
+    if controls.is_some() {
+        info!(listen = %addr, "serving /metrics, /health, /ready and, with the token, /subscribers");
+    } else {
+        info!(listen = %addr, "serving /metrics, /health and /ready");
+    }
     Ok(ApiServer {
         stop: stop.drop_guard(),
         task,
+        controls,
     })
 }
 

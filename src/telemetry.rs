@@ -18,6 +18,9 @@ pub const DELIVERY_LATENCY: &str = "walhook_delivery_latency_seconds";
 pub const REQUEST_DURATION: &str = "walhook_request_duration_seconds";
 /// Events held in the state store for a later attempt, by `subscriber` (gauge).
 pub const RETRY_BACKLOG: &str = "walhook_retry_backlog";
+/// 1 while delivery to the subscriber is paused (by an operator or a 410 Gone), else 0, by
+/// `subscriber` (gauge).
+pub const SUBSCRIBER_PAUSED: &str = "walhook_subscriber_paused";
 /// WAL the slot retains: `pg_current_wal_lsn() - confirmed_flush_lsn`, bytes (gauge).
 pub const SLOT_LAG_BYTES: &str = "walhook_slot_lag_bytes";
 /// The LSN walhook last reported to Postgres as flushed, as a number (gauge).
@@ -58,6 +61,10 @@ pub fn describe() {
     describe_gauge!(
         RETRY_BACKLOG,
         "Events held in the state store for a later attempt"
+    );
+    describe_gauge!(
+        SUBSCRIBER_PAUSED,
+        "1 while delivery to the subscriber is paused (walhook subscribers pause, or a 410 Gone), else 0"
     );
     describe_gauge!(SLOT_LAG_BYTES, "Bytes of WAL the replication slot retains");
     describe_counter!(

@@ -22,4 +22,5 @@ mod replication;
 mod source;
 mod state_postgres;
 mod status;
+mod subscribers;
 mod values;

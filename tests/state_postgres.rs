@@ -4,6 +4,7 @@
 //! two processes).
 
 mod contract;
+mod migrate;
 mod run;
 mod server;
 

@@ -57,6 +57,7 @@ use crate::telemetry::Health;
 mod error_tests;
 mod guard;
 mod pipeline;
+pub mod subscribers;
 #[cfg(test)]
 mod tests;
 
@@ -116,6 +117,9 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         None => None,
     };
     let store = open_state(&config).await?;
+    if let Some(api) = &api {
+        api.attach_state(Arc::new(config.clone()), store.clone());
+    }
     log_what_the_state_holds(&config, &*store).await;
     let slot_confirmed = prepare_database(&config, &spec, &*store).await?;
     let mapper = Mapper::new(&config)?;

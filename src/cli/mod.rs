@@ -5,6 +5,7 @@ mod backfill;
 mod database;
 mod run;
 mod status;
+mod subscribers;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -65,10 +66,41 @@ pub enum Command {
     /// Send the rows a table already has, as `read` events, merged safely with the live stream
     /// (the running `walhook run` does the work).
     Backfill(backfill::BackfillArgs),
+    /// Pause, resume or list subscribers; a running walhook follows within a second or two.
+    Subscribers {
+        #[command(subcommand)]
+        action: SubscriberAction,
+    },
     /// Inspect, replay or discard events that could not be delivered.
     DeadLetters {
         #[command(subcommand)]
         action: DeadLetterAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SubscriberAction {
+    /// Each configured subscriber: active or paused (why, by whom, since when), events held,
+    /// dead letters, last success and last error.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending to a subscriber: its events are held in the state store (the slot still
+    /// advances) until it is resumed, across restarts too.
+    Pause {
+        /// The subscriber, as named in the config.
+        name: String,
+        /// Why, shown by `subscribers list` and `status`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send to a paused subscriber again: its held events go out in order per key, with
+    /// their original ids.
+    Resume {
+        /// The subscriber, as named in the config.
+        name: String,
     },
 }
 
@@ -133,6 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Teardown => database::teardown(&config).await,
         Command::Run => run::run(config).await,
         Command::DeadLetters { action } => run::dead_letters(&config, action).await,
+        Command::Subscribers { action } => subscribers::subscribers(&config, action).await,
         Command::Status { json } => status::status(&config, json).await,
         Command::Backfill(args) => backfill::backfill(&config, args).await,
     }

@@ -281,7 +281,7 @@ fn subscribers(
                     .map(|at| millis(now.saturating_duration_since(at))),
                 dead_letters: s.dead_letters,
                 paused: s.paused.is_some(),
-                paused_reason: s.paused,
+                paused_reason: s.paused.map(|p| p.describe()),
                 last_success_at: s.last_success_at,
                 last_error: s.last_error.map(|e| LastError {
                     at: e.at,
@@ -436,7 +436,7 @@ fn exact_size(bytes: u64) -> String {
 }
 
 /// `2026-11-26T17:51:10Z (2m 5s ago)`.
-fn when(at: UnixMillis, now: UnixMillis) -> String {
+pub(super) fn when(at: UnixMillis, now: UnixMillis) -> String {
     format!(
         "{} ({} ago)",
         rfc3339_seconds(at),

@@ -79,6 +79,9 @@ pub enum StateConfig {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub listen: std::net::SocketAddr,
+    /// The bearer token of the control routes (`POST /subscribers/{name}/pause|resume`,
+    /// `GET /subscribers`); without one they are not served.
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]

@@ -47,6 +47,7 @@ pub struct RawState {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawApi {
     pub listen: Option<String>,
+    pub token: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

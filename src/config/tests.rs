@@ -442,3 +442,48 @@ fn h2c_is_for_http_urls_only() {
         ["subscribers.a.h2c: cleartext HTTP/2 applies to `http://` URLs; an `https://` receiver that offers HTTP/2 gets it without this key (TLS negotiates it), so remove `h2c`"]
     );
 }
+
+#[test]
+fn the_api_token_is_a_secret_from_the_environment_and_must_not_be_blank() {
+    let with_api = |api: &str| {
+        format!(
+            "source.url = \"postgres://localhost/app\"\nsubscribers.a.url = \"http://127.0.0.1:9000/\"\n\
+             [[events]]\ntype = \"t\"\ntable = \"public.t\"\nsubscribers = [\"a\"]\n[api]\n{api}\n"
+        )
+    };
+    let lookup = |name: &str| (name == "WALHOOK_API_TOKEN").then(|| "t0ken-from-env".to_string());
+    let config = parse(
+        &with_api("token = \"${WALHOOK_API_TOKEN}\""),
+        Path::new("dir"),
+        &lookup,
+    )
+    .unwrap();
+    let api = config.api.unwrap();
+    assert_eq!(
+        api.token.as_ref().map(Secret::expose),
+        Some("t0ken-from-env")
+    );
+    assert_eq!(format!("{api:?}").matches("t0ken").count(), 0, "{api:?}");
+    // Without a token there is none (and no control route).
+    assert!(parse(&with_api(""), Path::new("dir"), &lookup)
+        .unwrap()
+        .api
+        .unwrap()
+        .token
+        .is_none());
+    for blank in ["token = \"\"", "token = \"a b\"", "token = \"${EMPTY:-}\""] {
+        let errors = match parse(&with_api(blank), Path::new("dir"), &lookup) {
+            Err(ParseError::Invalid(errors)) => errors,
+            other => panic!("{blank}: expected an error, got {other:?}"),
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "api.token");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("must be a non-empty bearer token"),
+            "{}",
+            errors[0].message
+        );
+    }
+}

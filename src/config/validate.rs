@@ -14,7 +14,7 @@ mod subscriber;
 use std::path::Path;
 
 use super::raw::RawConfig;
-use super::{ApiConfig, Config, ConfigError, EventRule, SubscriberConfig};
+use super::{ApiConfig, Config, ConfigError, EventRule, Secret, SubscriberConfig};
 use crate::model::Operation;
 use errors::Errors;
 use event::validate_event;
@@ -33,7 +33,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigErr
     let source = validate_source(raw.source, &mut errors);
     let state = validate_state(raw.state, base_dir, &mut errors);
     let api = raw.api.map(|api| {
-        errors.unknown("api", &api.unknown, &["listen"]);
+        errors.unknown("api", &api.unknown, &["listen", "token"]);
         let text = api.listen.unwrap_or_else(|| "127.0.0.1:9187".to_string());
         let listen = text.parse().unwrap_or_else(|_| {
             errors.add(
@@ -42,7 +42,16 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigErr
             );
             std::net::SocketAddr::from(([127, 0, 0, 1], 9187))
         });
-        ApiConfig { listen }
+        let token = api.token.map(|token| {
+            if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                errors.add(
+                    "api.token",
+                    "must be a non-empty bearer token without spaces, e.g. `token = \"${WALHOOK_API_TOKEN}\"` and a long random value such as `openssl rand -hex 32` prints; got a value that is empty or holds whitespace",
+                );
+            }
+            Secret::new(token)
+        });
+        ApiConfig { listen, token }
     });
 
     let subscribers: Vec<SubscriberConfig> = raw

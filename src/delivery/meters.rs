@@ -10,7 +10,7 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use crate::model::Event;
 use crate::telemetry::{
     DELIVERY_LATENCY, EVENTS_DEAD_LETTERED, EVENTS_DELIVERED, EVENTS_FAILED, LABEL_EVENT_TYPE,
-    LABEL_SUBSCRIBER, REQUEST_DURATION, RETRY_BACKLOG,
+    LABEL_SUBSCRIBER, REQUEST_DURATION, RETRY_BACKLOG, SUBSCRIBER_PAUSED,
 };
 
 pub(super) struct Meters {
@@ -19,6 +19,7 @@ pub(super) struct Meters {
     latency: Histogram,
     request: Histogram,
     backlog_gauge: Gauge,
+    paused: Gauge,
     /// Events of this subscriber held in the store, as far as this worker knows: it adds what
     /// it stores and subtracts what it removes; [`Meters::set_backlog`] corrects it from a count.
     backlog: u64,
@@ -39,6 +40,7 @@ impl Meters {
             latency: histogram!(DELIVERY_LATENCY, &[label()]),
             request: histogram!(REQUEST_DURATION, &[label()]),
             backlog_gauge: gauge!(RETRY_BACKLOG, &[label()]),
+            paused: gauge!(SUBSCRIBER_PAUSED, &[label()]),
             backlog: 0,
         }
     }
@@ -78,6 +80,10 @@ impl Meters {
     pub(super) fn set_backlog(&mut self, held: u64) {
         self.backlog = held;
         self.backlog_gauge.set(held as f64);
+    }
+
+    pub(super) fn set_paused(&self, paused: bool) {
+        self.paused.set(if paused { 1.0 } else { 0.0 });
     }
 
     fn of(&mut self, event_type: &str) -> &TypeMeters {

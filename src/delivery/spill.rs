@@ -21,8 +21,8 @@ use super::retry::Schedule;
 use super::sink::{Outcome, Report};
 use crate::model::{Event, TxnId};
 use crate::state::{
-    DeadLetterInsert, Failure, PendingEvent, PendingInsert, PeriodicWrite, Retry, StateError,
-    Store, UnixMillis,
+    DeadLetterInsert, Failure, Pause, PendingEvent, PendingInsert, PeriodicWrite, Retry,
+    StateError, Store, UnixMillis,
 };
 
 /// A delivery is recorded in the store (for `walhook status`) at most this often: each
@@ -81,8 +81,8 @@ pub(super) struct Spill {
 }
 
 impl Spill {
-    /// Lifts a recorded pause (a restart is the operator's signal that the subscriber's URL
-    /// was fixed) and sets the backlog gauge from what the store holds.
+    /// Sets the backlog gauge from what the store holds. A recorded pause stays: it holds
+    /// until resumed (see [`Spill::recorded_pause`]).
     pub async fn open(
         subscriber: &str,
         schedule: Schedule,
@@ -103,7 +103,6 @@ impl Spill {
             unrecorded_success: None,
             success_record: PeriodicWrite::new(SUCCESS_RECORD_EVERY),
         };
-        spill.failed(spill.store().set_paused(&spill.subscriber, None).await)?;
         spill.recount_backlog(meters).await?;
         Ok(spill)
     }
@@ -367,16 +366,27 @@ impl Spill {
         )
     }
 
-    /// Records the pause in the state file too, so `walhook status` shows it. A failure is
-    /// only logged: the pause holds in memory either way.
-    pub async fn record_pause(&self, reason: &str) {
-        let recorded = self
-            .store()
-            .set_paused(&self.subscriber, Some(reason.to_string()))
-            .await;
-        if let Err(e) = recorded {
-            warn!(subscriber = %self.subscriber, error = %crate::error_chain(&e), "cannot record the pause in the state file");
-        }
+    /// Records a pause by the receiver (a 410 Gone), so it holds until an operator resumes
+    /// it, across restarts too. Returns the pause in force: an earlier one, if the subscriber
+    /// was paused already.
+    pub async fn record_pause(&self, reason: &str) -> Result<Pause, WorkerError> {
+        let pause = Pause {
+            reason: Some(reason.to_string()),
+            by: "receiver".to_string(),
+            since: UnixMillis::now(),
+        };
+        self.failed(self.store().pause(&self.subscriber, pause).await)
+    }
+
+    /// The pause recorded in the store, if any: set by `walhook subscribers pause` or the
+    /// api from another process, or by a 410 Gone. A failed read is the caller's to judge.
+    pub async fn recorded_pause(&self) -> Result<Option<Pause>, StateError> {
+        self.store().paused(&self.subscriber).await
+    }
+
+    /// [`Spill::recorded_pause`], a failure naming the subscriber.
+    pub async fn recorded_pause_or_fail(&self) -> Result<Option<Pause>, WorkerError> {
+        self.failed(self.recorded_pause().await)
     }
 
     /// A request was delivered just now: recorded by the next [`Spill::record_success`].

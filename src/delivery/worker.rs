@@ -23,6 +23,7 @@ use super::sink::{Outcome, Report, Sink};
 use super::spill::{Held, Spill, WorkerContext, WorkerError};
 use crate::config::SubscriberConfig;
 use crate::model::Event;
+use crate::state::Pause;
 
 /// Jobs accepted in one go before the worker sends, stores and looks at completions again.
 const ACCEPT_BURST: usize = 512;
@@ -34,6 +35,10 @@ const RETRY_FETCH_MAX: usize = 4096;
 /// The retry backlog gauge is recounted from the store this often (in 100 ms ticks), which
 /// corrects it after `walhook dead-letters replay` added events from another process.
 const BACKLOG_RECOUNT_TICKS: u64 = 600;
+/// The pause recorded in the store is read this often (in 100 ms ticks): `walhook subscribers
+/// pause|resume` and the api record it from elsewhere, and a running walhook follows within
+/// about a second.
+const PAUSE_REFRESH_TICKS: u64 = 10;
 
 /// A request in flight: live jobs, or held events from the store (each the head of its key,
 /// so a batch of them never holds two events of one key).
@@ -72,15 +77,17 @@ pub struct Worker<S> {
     /// Connection-level failures since the last success: the receiver is down, so live jobs go
     /// straight to the store instead of each waiting for its own failed connect.
     down: bool,
-    paused: Option<String>,
+    /// Delivery is paused (recorded in the store): everything is held there, nothing is sent
+    /// but what was in flight, until the pause is lifted in the store.
+    paused: Option<Pause>,
     /// The job channel closed: nothing more is sent live, queued jobs go to the store.
     draining: bool,
     meters: Meters,
 }
 
 impl<S: Sink> Worker<S> {
-    /// A worker that sends `config`'s events through `sink`. Lifts a pause recorded in the
-    /// store: the operator restarting walhook is the signal that the subscriber was fixed.
+    /// A worker that sends `config`'s events through `sink`; paused from the start if the
+    /// store records a pause (a pause holds across restarts until it is resumed).
     pub async fn new(
         config: SubscriberConfig,
         sink: S,
@@ -89,6 +96,11 @@ impl<S: Sink> Worker<S> {
         let mut meters = Meters::new(&config.name);
         let spill =
             Spill::open(&config.name, Schedule::new(config.retry), ctx, &mut meters).await?;
+        let paused = spill.recorded_pause_or_fail().await?;
+        meters.set_paused(paused.is_some());
+        if let Some(pause) = &paused {
+            warn!(subscriber = %config.name, reason = %pause.describe(), by = %pause.by, "subscriber paused; its events are held in the state store until `walhook subscribers resume {}`", config.name);
+        }
         Ok(Self {
             config,
             sink: Arc::new(sink),
@@ -96,7 +108,7 @@ impl<S: Sink> Worker<S> {
             spill,
             in_flight: JoinSet::new(),
             down: false,
-            paused: None,
+            paused,
             draining: false,
             meters,
         })
@@ -164,6 +176,9 @@ impl<S: Sink> Worker<S> {
                     ticks += 1;
                     if ticks % 10 == 0 {
                         self.spill.look_again();
+                    }
+                    if ticks % PAUSE_REFRESH_TICKS == 0 {
+                        self.refresh_pause().await;
                     }
                     if ticks % BACKLOG_RECOUNT_TICKS == 0 {
                         self.spill.recount_backlog(&mut self.meters).await?;
@@ -305,20 +320,20 @@ impl<S: Sink> Worker<S> {
             }
         }
         match sent {
-            Sent::Live(jobs) => self.completed_live(jobs, report).await,
+            Sent::Live(jobs) => self.completed_live(jobs, report).await?,
             Sent::Held(held) => {
                 self.spill
                     .completed(held, &report, &mut self.meters)
                     .await?;
                 if let Outcome::Gone { reason } = report.outcome {
-                    self.pause(reason).await;
+                    self.gone(&reason).await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn completed_live(&mut self, jobs: Vec<Job>, report: Report) {
+    async fn completed_live(&mut self, jobs: Vec<Job>, report: Report) -> Result<(), WorkerError> {
         let mut settled = Vec::new();
         for job in jobs {
             match report.outcome {
@@ -347,26 +362,19 @@ impl<S: Sink> Worker<S> {
             }
         }
         if let Outcome::Gone { reason } = report.outcome {
-            self.pause(reason).await;
+            self.gone(&reason).await?;
         } else if self.paused.is_some() || self.draining {
             // What waited behind these jobs is stored now, after them.
             self.store_queued();
         }
         self.spill.settled(settled);
-    }
-
-    /// The receiver is gone (for HTTP, a 410): everything waits in the store until restart.
-    async fn pause(&mut self, reason: String) {
-        warn!(subscriber = %self.name(), reason = %reason, "subscriber paused; its events are stored until walhook restarts");
-        self.spill.record_pause(&reason).await;
-        self.paused = Some(reason);
-        self.store_queued();
+        Ok(())
     }
 
     /// Moves every queued live job to the store in commit order, except those behind a job in
     /// flight: they follow it when it completes, so that a failed job is stored before its
     /// successors.
-    fn store_queued(&mut self) {
+    pub(super) fn store_queued(&mut self) {
         let mut queued = self.order.take_queued();
         queued.sort_by_key(|j| (j.event.commit_lsn, j.txn));
         for job in queued {
@@ -435,5 +443,6 @@ pub fn announce(config: &SubscriberConfig) {
     );
 }
 
+mod pause;
 #[cfg(test)]
 mod tests;

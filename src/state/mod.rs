@@ -35,4 +35,4 @@ pub use periodic::PeriodicWrite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::{BackfillProgress, Store};
-pub use subscribers::{LastError, SubscriberStatus};
+pub use subscribers::{LastError, Pause, SubscriberStatus};

@@ -9,7 +9,7 @@ use super::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterInsert};
 use super::error::StateError;
 use super::millis::UnixMillis;
 use super::pending::{Failure, PendingEvent, PendingInsert, Retry};
-use super::subscribers::SubscriberStatus;
+use super::subscribers::{Pause, SubscriberStatus};
 use crate::model::{Event, Lsn};
 
 /// Where walhook keeps events held for a later attempt, dead letters, backfill progress,
@@ -173,8 +173,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: UnixMillis,
     ) -> Result<(), StateError>;
 
-    /// Pauses delivery to `subscriber` with the reason to show, or resumes it (`None`).
-    async fn set_paused(&self, subscriber: &str, reason: Option<String>) -> Result<(), StateError>;
+    /// Pauses delivery to `subscriber` until [`Store::resume`]: the pause survives restarts,
+    /// and a running walhook learns of it through [`Store::paused`]. Pausing a paused
+    /// subscriber changes nothing: the first pause (its reason, origin and time) stays in
+    /// force. Returns the pause in force.
+    async fn pause(&self, subscriber: &str, pause: Pause) -> Result<Pause, StateError>;
+
+    /// Lifts the pause of `subscriber`; returns the pause lifted, `None` if it was not paused.
+    async fn resume(&self, subscriber: &str) -> Result<Option<Pause>, StateError>;
+
+    /// The pause in force for `subscriber`, if any. One row's read: each worker of a running
+    /// walhook asks it once a second.
+    async fn paused(&self, subscriber: &str) -> Result<Option<Pause>, StateError>;
 
     /// Records the latest delivery to `subscriber` (for `walhook status`).
     async fn record_success(&self, subscriber: &str, at: UnixMillis) -> Result<(), StateError>;

@@ -1,5 +1,5 @@
-//! What `walhook status` shows per subscriber, and the subscriber state that outlives a run
-//! (a subscriber paused by a 410 Gone stays paused after a restart).
+//! What `walhook status` shows per subscriber, and the subscriber state that outlives a run:
+//! a pause (by an operator, or by a 410 Gone) holds across restarts until it is resumed.
 
 use super::millis::UnixMillis;
 
@@ -12,8 +12,8 @@ pub struct SubscriberStatus {
     /// Commit time of the oldest held event: how far behind the subscriber is.
     pub oldest_pending_commit_at: Option<UnixMillis>,
     pub dead_letters: u64,
-    /// Why delivery is paused (e.g. "410 Gone from <url>"); `None` if it is not.
-    pub paused: Option<String>,
+    /// The pause in force; `None` if delivery is not paused.
+    pub paused: Option<Pause>,
     pub last_success_at: Option<UnixMillis>,
     pub last_error: Option<LastError>,
 }
@@ -22,4 +22,26 @@ pub struct SubscriberStatus {
 pub struct LastError {
     pub at: UnixMillis,
     pub text: String,
+}
+
+/// A recorded pause: nothing is sent to the subscriber (its events are held in the store, so
+/// the slot still advances) until it is resumed, whichever walhook process runs meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// Why, as the operator or walhook put it (e.g. "410 Gone from billing.internal");
+    /// `None` when an operator gave no reason.
+    pub reason: Option<String>,
+    /// Who paused: e.g. `receiver` (a 410), `command line`, `api`.
+    pub by: String,
+    pub since: UnixMillis,
+}
+
+impl Pause {
+    /// The reason, or words saying who paused when none was given.
+    pub fn describe(&self) -> String {
+        match &self.reason {
+            Some(reason) => reason.clone(),
+            None => format!("paused by {}", self.by),
+        }
+    }
 }

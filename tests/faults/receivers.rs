@@ -424,7 +424,7 @@ async fn a_429_with_retry_after_is_waited_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_410_dead_letters_its_event_pauses_only_its_subscriber_until_restart() {
+async fn a_410_dead_letters_its_event_pauses_only_its_subscriber_until_resumed() {
     // GIVEN two subscribers; `gone` (one request at a time) answers 410 to its first request,
     // 200 after that
     let answers = Answers::default();
@@ -440,7 +440,7 @@ async fn a_410_dead_letters_its_event_pauses_only_its_subscriber_until_restart()
     }))
     .await;
     let fine = Receiver::start().await;
-    let mut setup = setup(&[
+    let setup = setup(&[
         ("gone", gone.url("/gone"), "concurrency = 1"),
         ("fine", fine.url("/fine"), ""),
     ])
@@ -472,8 +472,6 @@ async fn a_410_dead_letters_its_event_pauses_only_its_subscriber_until_restart()
     assert_eq!(requests.len(), 1, "requests after the 410");
     let rejected = requests[0].header("webhook-id").unwrap().to_string();
 
-    // WHEN walhook is restarted
-    let first_output = setup.walhook.stop().await;
     let list = dead_letters(&setup.config, "list").await;
     assert!(
         list.contains(&format!(
@@ -481,7 +479,21 @@ async fn a_410_dead_letters_its_event_pauses_only_its_subscriber_until_restart()
         )),
         "{list}"
     );
-    setup.walhook = Process::run(&setup.config);
+    // AND `subscribers list` shows `gone` paused by the receiver, `fine` active
+    let list = walhook_output(&setup.config, &["subscribers", "list"]).await;
+    assert!(
+        list.contains("gone  PAUSED since ")
+            && list.contains(" by receiver: 410 Gone from 127.0.0.1")
+            && list.contains("fine  ACTIVE"),
+        "{list}"
+    );
+
+    // WHEN `gone` is resumed, walhook running on
+    let resumed = walhook_output(&setup.config, &["subscribers", "resume", "gone"]).await;
+    assert!(
+        resumed.contains("gone resumed (it was paused since "),
+        "{resumed}"
+    );
     // THEN `gone` gets the other 199 events
     let others: Vec<Expected> = expected
         .iter()
@@ -507,7 +519,7 @@ async fn a_410_dead_letters_its_event_pauses_only_its_subscriber_until_restart()
         Duration::from_secs(30),
     )
     .await;
-    let output = first_output + &setup.finish().await;
+    let output = setup.finish().await;
     // AND each subscriber accepted each event once (the rows have one event each, so the
     // replayed one is in order too)
     exactly_once(
@@ -635,7 +647,12 @@ async fn a_graceful_stop_while_a_rows_event_fails_keeps_its_order() {
 
 /// `walhook dead-letters <action>`'s stdout; asserts exit 0.
 async fn dead_letters(config: &std::path::Path, action: &str) -> String {
-    let (code, output) = Process::spawn(walhook_command(config, &["dead-letters", action]))
+    walhook_output(config, &["dead-letters", action]).await
+}
+
+/// `walhook <args>`'s output; asserts exit 0.
+async fn walhook_output(config: &std::path::Path, args: &[&str]) -> String {
+    let (code, output) = Process::spawn(walhook_command(config, args))
         .exit(Duration::from_secs(30))
         .await;
     assert_eq!(code, Some(0), "{output}");

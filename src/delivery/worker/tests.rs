@@ -7,7 +7,9 @@ use super::*;
 use crate::config::RetryConfig;
 use crate::model::Lsn;
 use crate::model::TxnId;
-use crate::state::{AckTracker, DeadLetterFilter, SqliteStore, Store, UnixMillis};
+use crate::state::{AckTracker, DeadLetterFilter, Pause, SqliteStore, Store, UnixMillis};
+
+mod pause;
 
 const SUBSCRIBER: &str = "s";
 /// Long enough that nothing stored is retried while a test runs.
@@ -61,6 +63,16 @@ impl Harness {
     ) -> Self {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
+        Self::start_on(store, batch_size, batch_wait, outcomes).await
+    }
+
+    /// A worker on `store`, which may hold something already.
+    async fn start_on(
+        store: Arc<dyn Store>,
+        batch_size: usize,
+        batch_wait: Duration,
+        outcomes: &[(&str, Outcome)],
+    ) -> Self {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = ScriptedSink {
             outcomes: outcomes
@@ -247,7 +259,11 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
     assert_eq!(h.batches(), [batch(&["a1"])]);
     let store = h.store();
     let status = store.subscriber_status(SUBSCRIBER).await.unwrap();
-    assert_eq!(status.paused.as_deref(), Some("gone for good"));
+    let pause = status.paused.expect("paused");
+    assert_eq!(
+        (pause.reason.as_deref(), pause.by.as_str()),
+        (Some("gone for good"), "receiver")
+    );
     assert_eq!(status.pending, 2);
     assert_eq!(status.dead_letters, 1);
     let filter = DeadLetterFilter {

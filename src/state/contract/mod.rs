@@ -55,6 +55,7 @@ macro_rules! __contract_tests {
             status::an_unknown_subscriber_has_an_empty_status,
             status::status_counts_per_subscriber,
             status::a_pause_survives_reopening,
+            status::a_pause_holds_until_resumed_and_a_second_pause_keeps_the_first,
             backfills::a_backfill_goes_from_pending_through_progress_to_done,
         );
     };

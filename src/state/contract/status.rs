@@ -1,6 +1,6 @@
 use super::{event, hold, Backend};
 use crate::model::Lsn;
-use crate::state::{Failure, LastError, SubscriberStatus, UnixMillis};
+use crate::state::{Failure, LastError, Pause, SubscriberStatus, UnixMillis};
 
 pub async fn the_checkpoint_never_moves_backward_and_survives_reopening(backend: &dyn Backend) {
     {
@@ -74,13 +74,12 @@ pub async fn status_counts_per_subscriber(backend: &dyn Backend) {
         .move_to_dead_letters("billing", vec![failure])
         .await
         .expect("move");
-    store
-        .set_paused(
-            "billing",
-            Some("410 Gone from https://billing.internal/hooks".to_string()),
-        )
-        .await
-        .expect("pause");
+    let gone = pause(
+        Some("410 Gone from https://billing.internal/hooks"),
+        "receiver",
+        40,
+    );
+    store.pause("billing", gone.clone()).await.expect("pause");
     store
         .record_success("billing", UnixMillis(50))
         .await
@@ -110,7 +109,7 @@ pub async fn status_counts_per_subscriber(backend: &dyn Backend) {
                     events[0].commit_time_micros
                 )),
                 dead_letters: 1,
-                paused: Some("410 Gone from https://billing.internal/hooks".to_string()),
+                paused: Some(gone),
                 last_success_at: Some(UnixMillis(50)),
                 last_error: Some(LastError {
                     at: UnixMillis(70),
@@ -129,7 +128,7 @@ pub async fn status_counts_per_subscriber(backend: &dyn Backend) {
         ]
     );
 
-    store.set_paused("billing", None).await.expect("resume");
+    store.resume("billing").await.expect("resume");
     assert_eq!(
         store
             .subscriber_status("billing")
@@ -149,17 +148,88 @@ pub async fn status_counts_per_subscriber(backend: &dyn Backend) {
 }
 
 pub async fn a_pause_survives_reopening(backend: &dyn Backend) {
+    let gone = pause(Some("410 Gone"), "receiver", 1_700_000_000_123);
     backend
         .open()
         .await
-        .set_paused("billing", Some("410 Gone".to_string()))
+        .pause("billing", gone.clone())
         .await
         .expect("pause");
     let store = backend.open().await;
-    let paused = |name: &'static str| {
-        let store = store.clone();
-        async move { store.subscriber_status(name).await.expect("read").paused }
-    };
-    assert_eq!(paused("billing").await.as_deref(), Some("410 Gone"));
-    assert_eq!(paused("search").await, None);
+    assert_eq!(store.paused("billing").await.expect("read"), Some(gone));
+    assert_eq!(store.paused("search").await.expect("read"), None);
+}
+
+pub async fn a_pause_holds_until_resumed_and_a_second_pause_keeps_the_first(backend: &dyn Backend) {
+    let store = backend.open().await;
+    // A subscriber the store never heard of is not paused, and resuming it lifts nothing.
+    assert_eq!(store.paused("billing").await.expect("read"), None);
+    assert_eq!(store.resume("billing").await.expect("resume"), None);
+
+    // Pausing records why, by whom and since when.
+    let maintenance = pause(Some("receiver maintenance"), "command line (user ops)", 100);
+    assert_eq!(
+        store
+            .pause("billing", maintenance.clone())
+            .await
+            .expect("pause"),
+        maintenance
+    );
+    // A second pause changes nothing: the first stays in force and is returned.
+    let gone = pause(Some("410 Gone from billing.internal"), "receiver", 200);
+    assert_eq!(
+        store.pause("billing", gone).await.expect("pause"),
+        maintenance
+    );
+    assert_eq!(
+        store.paused("billing").await.expect("read"),
+        Some(maintenance.clone())
+    );
+    // Other subscribers are not affected; a pause needs no reason.
+    let quiet = pause(None, "api", 300);
+    assert_eq!(
+        store.pause("search", quiet.clone()).await.expect("pause"),
+        quiet
+    );
+    assert_eq!(
+        store
+            .subscriber_status("search")
+            .await
+            .expect("status")
+            .paused,
+        Some(quiet.clone())
+    );
+
+    // Resuming returns the pause lifted, once.
+    assert_eq!(
+        store.resume("billing").await.expect("resume"),
+        Some(maintenance)
+    );
+    assert_eq!(store.resume("billing").await.expect("resume"), None);
+    assert_eq!(store.paused("billing").await.expect("read"), None);
+    assert_eq!(
+        store
+            .subscriber_status("billing")
+            .await
+            .expect("status")
+            .paused,
+        None
+    );
+    assert_eq!(store.paused("search").await.expect("read"), Some(quiet));
+
+    // After a resume, a new pause takes effect with its own reason and time.
+    let later = pause(Some("again"), "api", 400);
+    assert_eq!(
+        store.pause("billing", later.clone()).await.expect("pause"),
+        later
+    );
+    assert_eq!(store.paused("billing").await.expect("read"), Some(later));
+}
+
+fn pause(reason: Option<&str>, by: &str, since: i64) -> Pause {
+    Pause {
+        reason: reason.map(str::to_string),
+        by: by.to_string(),
+        since: UnixMillis(since),
+    }
 }

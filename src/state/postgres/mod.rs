@@ -33,8 +33,8 @@ use tracing::info;
 use super::error::BoxError;
 use super::store::{BackfillProgress, Store};
 use super::{
-    Backfill, DeadLetter, DeadLetterFilter, DeadLetterInsert, Failure, NewBackfill, PendingEvent,
-    PendingInsert, Retry, StateError, SubscriberStatus, UnixMillis,
+    Backfill, DeadLetter, DeadLetterFilter, DeadLetterInsert, Failure, NewBackfill, Pause,
+    PendingEvent, PendingInsert, Retry, StateError, SubscriberStatus, UnixMillis,
 };
 use crate::model::{Event, Lsn};
 use schema::Refusal;
@@ -352,8 +352,16 @@ impl Store for PostgresStore {
         backfills::finish(self, id, error.as_deref(), now).await
     }
 
-    async fn set_paused(&self, subscriber: &str, reason: Option<String>) -> Result<(), StateError> {
-        status::set_paused(self, subscriber, reason.as_deref()).await
+    async fn pause(&self, subscriber: &str, pause: Pause) -> Result<Pause, StateError> {
+        status::pause(self, subscriber, &pause).await
+    }
+
+    async fn resume(&self, subscriber: &str) -> Result<Option<Pause>, StateError> {
+        status::resume(self, subscriber).await
+    }
+
+    async fn paused(&self, subscriber: &str) -> Result<Option<Pause>, StateError> {
+        status::paused(self, subscriber).await
     }
 
     async fn record_success(&self, subscriber: &str, at: UnixMillis) -> Result<(), StateError> {

@@ -15,7 +15,7 @@ use crate::model::{Event, Lsn};
 use crate::state::UnixMillis;
 
 /// `MIGRATIONS[i]` brings the schema from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -115,6 +115,17 @@ CREATE TABLE {s}.backfills (
     waiting        text
 );
 CREATE INDEX backfills_by_status ON {s}.backfills (status, id);
+";
+
+/// Version 2 (SQLite's version 4): a pause records who paused and since when, and lasts until
+/// it is resumed (a subscriber is paused while `paused_at` is set; `paused_reason` may be
+/// null). A pause an earlier walhook recorded (only ever for a 410 Gone) is kept, as the
+/// receiver's, since now.
+const V2: &str = "
+ALTER TABLE {s}.subscribers ADD COLUMN paused_at bigint, ADD COLUMN paused_by text;
+UPDATE {s}.subscribers
+SET paused_at = (extract(epoch FROM now()) * 1000)::bigint, paused_by = 'receiver'
+WHERE paused_reason IS NOT NULL;
 ";
 
 /// Why an existing schema cannot be used.

@@ -8,7 +8,7 @@ use super::schema::{self, storable};
 use super::session::Failure;
 use super::PostgresStore;
 use crate::model::Lsn;
-use crate::state::{LastError, StateError, SubscriberStatus, UnixMillis};
+use crate::state::{LastError, Pause, StateError, SubscriberStatus, UnixMillis};
 
 const CONFIRMED: &str = "SELECT confirmed_lsn FROM {s}.checkpoint WHERE id = 0";
 
@@ -28,9 +28,35 @@ WITH stored AS (
 )
 SELECT COALESCE((SELECT confirmed_lsn FROM saved), (SELECT confirmed_lsn FROM stored))";
 
-const SET_PAUSED: &str = "
-INSERT INTO {s}.subscribers (name, paused_reason) VALUES ($1::text, $2::text)
-ON CONFLICT (name) DO UPDATE SET paused_reason = excluded.paused_reason";
+/// Pauses unless paused; answers with the pause in force (the row as the statement left it
+/// when it wrote, else as it was).
+const PAUSE: &str = "
+WITH written AS (
+    INSERT INTO {s}.subscribers AS s (name, paused_reason, paused_by, paused_at)
+    VALUES ($1::text, $2::text, $3::text, $4::bigint)
+    ON CONFLICT (name) DO UPDATE
+    SET paused_reason = excluded.paused_reason, paused_by = excluded.paused_by,
+        paused_at = excluded.paused_at
+    WHERE s.paused_at IS NULL
+    RETURNING paused_reason, paused_by, paused_at
+)
+SELECT paused_reason, paused_by, paused_at FROM written
+UNION ALL
+SELECT paused_reason, paused_by, paused_at FROM {s}.subscribers
+WHERE name = $1::text AND NOT EXISTS (SELECT 1 FROM written)";
+
+/// Lifts a pause; answers with the pause lifted (no row if there was none).
+const RESUME: &str = "
+UPDATE {s}.subscribers s
+SET paused_reason = NULL, paused_by = NULL, paused_at = NULL
+FROM (SELECT name, paused_reason, paused_by, paused_at FROM {s}.subscribers
+      WHERE name = $1::text AND paused_at IS NOT NULL) old
+WHERE s.name = old.name
+RETURNING old.paused_reason, old.paused_by, old.paused_at";
+
+const PAUSED: &str = "
+SELECT paused_reason, paused_by, paused_at FROM {s}.subscribers
+WHERE name = $1::text AND paused_at IS NOT NULL";
 
 const RECORD_SUCCESS: &str = "
 INSERT INTO {s}.subscribers (name, last_success_at) VALUES ($1::text, $2::bigint)
@@ -54,7 +80,8 @@ SELECT n.name,
        (SELECT count(*) FROM {s}.pending p WHERE p.subscriber = n.name),
        (SELECT min(commit_time_micros) FROM {s}.pending p WHERE p.subscriber = n.name),
        (SELECT count(*) FROM {s}.dead_letters d WHERE d.subscriber = n.name),
-       s.paused_reason, s.last_success_at, s.last_error_at, s.last_error
+       s.last_success_at, s.last_error_at, s.last_error,
+       s.paused_reason, s.paused_by, s.paused_at
 FROM names n LEFT JOIN {s}.subscribers s ON s.name = n.name
 ORDER BY n.name COLLATE \"C\""
         )
@@ -94,19 +121,55 @@ pub(super) async fn confirmed(store: &PostgresStore) -> Result<Option<Lsn>, Stat
         .await
 }
 
-pub(super) async fn set_paused(
+pub(super) async fn pause(
     store: &PostgresStore,
     subscriber: &str,
-    reason: Option<&str>,
-) -> Result<(), StateError> {
-    let reason = reason.map(storable);
+    pause: &Pause,
+) -> Result<Pause, StateError> {
+    let reason = pause.reason.as_deref().map(storable);
+    let by = storable(&pause.by);
     store
         .write(
             "record a pause",
-            SET_PAUSED,
-            &[&subscriber, &reason.as_deref()],
-            nothing,
+            PAUSE,
+            &[
+                &subscriber,
+                &reason.as_deref(),
+                &by.as_ref(),
+                &pause.since.0,
+            ],
+            |rows| pause_from_row(one(&rows)?, 0).map(|p| p.unwrap_or_else(|| pause.clone())),
         )
+        .await
+}
+
+pub(super) async fn resume(
+    store: &PostgresStore,
+    subscriber: &str,
+) -> Result<Option<Pause>, StateError> {
+    store
+        .write("lift a pause", RESUME, &[&subscriber], |rows| {
+            Ok(rows
+                .first()
+                .map(|r| pause_from_row(r, 0))
+                .transpose()?
+                .flatten())
+        })
+        .await
+}
+
+pub(super) async fn paused(
+    store: &PostgresStore,
+    subscriber: &str,
+) -> Result<Option<Pause>, StateError> {
+    store
+        .read("read a pause", PAUSED, &[&subscriber], |rows| {
+            Ok(rows
+                .first()
+                .map(|r| pause_from_row(r, 0))
+                .transpose()?
+                .flatten())
+        })
         .await
 }
 
@@ -173,8 +236,8 @@ pub(super) fn nothing(_: Vec<Row>) -> Result<(), Failure> {
 }
 
 fn status_from_row(row: &Row) -> Result<SubscriberStatus, Failure> {
-    let error_at = schema::opt_millis(row, 6)?;
-    let error_text: Option<String> = row.try_get(7)?;
+    let error_at = schema::opt_millis(row, 5)?;
+    let error_text: Option<String> = row.try_get(6)?;
     Ok(SubscriberStatus {
         name: row.try_get(0)?,
         pending: schema::count(row, 1)?,
@@ -182,10 +245,24 @@ fn status_from_row(row: &Row) -> Result<SubscriberStatus, Failure> {
             .try_get::<_, Option<i64>>(2)?
             .map(UnixMillis::from_micros),
         dead_letters: schema::count(row, 3)?,
-        paused: row.try_get(4)?,
-        last_success_at: schema::opt_millis(row, 5)?,
+        paused: pause_from_row(row, 7)?,
+        last_success_at: schema::opt_millis(row, 4)?,
         last_error: error_at
             .zip(error_text)
             .map(|(at, text)| LastError { at, text }),
     })
+}
+
+/// `paused_reason, paused_by, paused_at` from column `at`: a pause if `paused_at` is set.
+fn pause_from_row(row: &Row, at: usize) -> Result<Option<Pause>, Failure> {
+    let Some(since) = schema::opt_millis(row, at + 2)? else {
+        return Ok(None);
+    };
+    Ok(Some(Pause {
+        reason: row.try_get(at)?,
+        by: row
+            .try_get::<_, Option<String>>(at + 1)?
+            .unwrap_or_default(),
+        since,
+    }))
 }

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use super::store::{BackfillProgress, Store};
 use super::{
-    Backfill, DeadLetter, DeadLetterFilter, DeadLetterInsert, Failure, NewBackfill, PendingEvent,
-    PendingInsert, Retry, StateError, SubscriberStatus, UnixMillis,
+    Backfill, DeadLetter, DeadLetterFilter, DeadLetterInsert, Failure, NewBackfill, Pause,
+    PendingEvent, PendingInsert, Retry, StateError, SubscriberStatus, UnixMillis,
 };
 use crate::model::{Event, Lsn};
 use db::Db;
@@ -265,10 +265,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn set_paused(&self, subscriber: &str, reason: Option<String>) -> Result<(), StateError> {
+    async fn pause(&self, subscriber: &str, pause: Pause) -> Result<Pause, StateError> {
         let subscriber = subscriber.to_string();
-        self.call(move |db| db.set_paused(&subscriber, reason.as_deref()))
-            .await
+        self.call(move |db| db.pause(&subscriber, &pause)).await
+    }
+
+    async fn resume(&self, subscriber: &str) -> Result<Option<Pause>, StateError> {
+        let subscriber = subscriber.to_string();
+        self.call(move |db| db.resume(&subscriber)).await
+    }
+
+    async fn paused(&self, subscriber: &str) -> Result<Option<Pause>, StateError> {
+        let subscriber = subscriber.to_string();
+        self.call(move |db| db.paused(&subscriber)).await
     }
 
     async fn record_success(&self, subscriber: &str, at: UnixMillis) -> Result<(), StateError> {

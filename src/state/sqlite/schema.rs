@@ -14,7 +14,7 @@ use crate::state::UnixMillis;
 const APPLICATION_ID: i64 = 0x5748_4B53;
 
 /// `MIGRATIONS[i]` brings the schema from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -142,6 +142,17 @@ CREATE INDEX backfills_by_status ON backfills (status, id);
 const V3: &str = "
 ALTER TABLE backfills ADD COLUMN reread TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE backfills ADD COLUMN waiting TEXT;
+";
+
+/// Version 4: a pause records who paused and since when, and lasts until it is resumed (a
+/// subscriber is paused while `paused_at` is set; `paused_reason` may be empty). A pause an
+/// earlier walhook recorded (only ever for a 410 Gone) is kept, as the receiver's, since now.
+const V4: &str = "
+ALTER TABLE subscribers ADD COLUMN paused_at INTEGER;
+ALTER TABLE subscribers ADD COLUMN paused_by TEXT;
+UPDATE subscribers
+SET paused_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000, paused_by = 'receiver'
+WHERE paused_reason IS NOT NULL;
 ";
 
 /// Why an existing file cannot be used.
@@ -278,7 +289,40 @@ mod tests {
             .unwrap();
         assert_eq!(
             (version, last_key.as_str(), reread.as_str(), waiting),
-            (3, "[7]", "[]", None)
+            (SCHEMA_VERSION, "[7]", "[]", None)
         );
+    }
+
+    #[test]
+    fn a_version_3_file_keeps_a_recorded_pause_as_the_receivers() {
+        // GIVEN a file of schema version 3 with a subscriber paused by a 410 and another not
+        let mut conn = Connection::open_in_memory().unwrap();
+        for migration in [V1, V2, V3] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO subscribers (name, paused_reason) VALUES ('billing', '410 Gone from b');
+             INSERT INTO subscribers (name, last_success_at) VALUES ('search', 5);",
+        )
+        .unwrap();
+        // WHEN this walhook opens it
+        assert!(migrate(&mut conn).unwrap().is_ok());
+        // THEN billing is still paused, by the receiver, since about now; search is not
+        let rows: Vec<(String, Option<String>, Option<i64>)> = conn
+            .prepare("SELECT name, paused_by, paused_at FROM subscribers ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let now = UnixMillis::now().0;
+        assert_eq!(rows[0].0, "billing");
+        assert_eq!(rows[0].1.as_deref(), Some("receiver"));
+        let since = rows[0].2.unwrap();
+        assert!((now - 2_000..=now).contains(&since), "{since} vs {now}");
+        assert_eq!(rows[1], ("search".to_string(), None, None));
     }
 }

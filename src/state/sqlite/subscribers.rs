@@ -4,19 +4,46 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::db::Db;
 use super::schema;
-use crate::state::{LastError, StateError, SubscriberStatus, UnixMillis};
+use crate::state::{LastError, Pause, StateError, SubscriberStatus, UnixMillis};
 
 impl Db {
-    /// Pauses delivery to `subscriber` with the reason to show, or resumes it (`None`).
-    pub fn set_paused(&mut self, subscriber: &str, reason: Option<&str>) -> Result<(), StateError> {
+    /// Pauses delivery to `subscriber` unless it is paused; returns the pause in force.
+    pub fn pause(&mut self, subscriber: &str, pause: &Pause) -> Result<Pause, StateError> {
         self.write("record a pause", |tx| {
             tx.prepare_cached(
-                "INSERT INTO subscribers (name, paused_reason) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET paused_reason = excluded.paused_reason",
+                "INSERT INTO subscribers (name, paused_reason, paused_by, paused_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE
+                 SET paused_reason = excluded.paused_reason, paused_by = excluded.paused_by,
+                     paused_at = excluded.paused_at
+                 WHERE subscribers.paused_at IS NULL",
             )?
-            .execute(rusqlite::params![subscriber, reason])?;
-            Ok(())
+            .execute(rusqlite::params![
+                subscriber,
+                pause.reason,
+                pause.by,
+                pause.since
+            ])?;
+            pause_of(tx, subscriber).map(|p| p.unwrap_or_else(|| pause.clone()))
         })
+    }
+
+    /// Lifts the pause of `subscriber`; returns it, if there was one.
+    pub fn resume(&mut self, subscriber: &str) -> Result<Option<Pause>, StateError> {
+        self.write("lift a pause", |tx| {
+            let lifted = pause_of(tx, subscriber)?;
+            tx.prepare_cached(
+                "UPDATE subscribers SET paused_reason = NULL, paused_by = NULL, paused_at = NULL
+                 WHERE name = ?1",
+            )?
+            .execute([subscriber])?;
+            Ok(lifted)
+        })
+    }
+
+    /// The pause in force for `subscriber`, if any.
+    pub fn paused(&self, subscriber: &str) -> Result<Option<Pause>, StateError> {
+        self.read("read a pause", |conn| pause_of(conn, subscriber))
     }
 
     /// Records a delivery. Each call is a durable commit (a disk flush): coalesce, e.g. at
@@ -90,29 +117,45 @@ fn status_of(conn: &Connection, name: &str) -> rusqlite::Result<SubscriberStatus
         .query_row([name], schema::count)?;
     let row = conn
         .prepare_cached(
-            "SELECT paused_reason, last_success_at, last_error_at, last_error
-             FROM subscribers WHERE name = ?1",
+            "SELECT last_success_at, last_error_at, last_error FROM subscribers WHERE name = ?1",
         )?
         .query_row([name], |r| {
-            let error_at: Option<UnixMillis> = r.get(2)?;
-            let error_text: Option<String> = r.get(3)?;
+            let error_at: Option<UnixMillis> = r.get(1)?;
+            let error_text: Option<String> = r.get(2)?;
             Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, Option<UnixMillis>>(1)?,
+                r.get::<_, Option<UnixMillis>>(0)?,
                 error_at
                     .zip(error_text)
                     .map(|(at, text)| LastError { at, text }),
             ))
         })
         .optional()?;
-    let (paused, last_success_at, last_error) = row.unwrap_or_default();
+    let (last_success_at, last_error) = row.unwrap_or_default();
     Ok(SubscriberStatus {
         name: name.to_string(),
         pending,
         oldest_pending_commit_at: oldest_micros.map(UnixMillis::from_micros),
         dead_letters,
-        paused,
+        paused: pause_of(conn, name)?,
         last_success_at,
         last_error,
     })
+}
+
+/// The pause recorded for `name`: a row with `paused_at` set.
+fn pause_of(conn: &Connection, name: &str) -> rusqlite::Result<Option<Pause>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT paused_reason, paused_by, paused_at FROM subscribers
+             WHERE name = ?1 AND paused_at IS NOT NULL",
+        )?
+        .query_row([name], |r| {
+            Ok(Pause {
+                reason: r.get(0)?,
+                by: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                since: r.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
 }
