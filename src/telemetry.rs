@@ -18,6 +18,11 @@ pub const DELIVERY_LATENCY: &str = "walhook_delivery_latency_seconds";
 pub const REQUEST_DURATION: &str = "walhook_request_duration_seconds";
 /// Events held in the state store for a later attempt, by `subscriber` (gauge).
 pub const RETRY_BACKLOG: &str = "walhook_retry_backlog";
+/// A subscriber's `rate_limit`, in requests per second, by `subscriber` (gauge; only for
+/// subscribers with a limit).
+pub const RATE_LIMIT: &str = "walhook_rate_limit_per_second";
+/// Seconds a ready request waited for its subscriber's rate limit, by `subscriber` (histogram).
+pub const RATE_LIMIT_WAIT: &str = "walhook_rate_limit_wait_seconds";
 /// WAL the slot retains: `pg_current_wal_lsn() - confirmed_flush_lsn`, bytes (gauge).
 pub const SLOT_LAG_BYTES: &str = "walhook_slot_lag_bytes";
 /// The LSN walhook last reported to Postgres as flushed, as a number (gauge).
@@ -58,6 +63,14 @@ pub fn describe() {
     describe_gauge!(
         RETRY_BACKLOG,
         "Events held in the state store for a later attempt"
+    );
+    describe_gauge!(
+        RATE_LIMIT,
+        "The subscriber's rate_limit, in requests per second"
+    );
+    describe_histogram!(
+        RATE_LIMIT_WAIT,
+        "Seconds a request that was ready waited for the subscriber's rate_limit"
     );
     describe_gauge!(SLOT_LAG_BYTES, "Bytes of WAL the replication slot retains");
     describe_counter!(

@@ -39,6 +39,7 @@ fn subscriber(url: String, timeout: Duration) -> SubscriberConfig {
             give_up_after: Duration::from_secs(3 * 86_400),
         },
         initial_backfill: false,
+        rate_limit: None,
     }
 }
 

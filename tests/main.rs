@@ -18,6 +18,7 @@ mod fuzz_decoder;
 mod logs;
 mod metrics;
 mod operations;
+mod rate_limit;
 mod replication;
 mod source;
 mod state_postgres;

@@ -63,6 +63,7 @@ pub struct RawSubscriber {
     pub batch_wait: Option<String>,
     pub retry: Option<RawRetry>,
     pub initial_backfill: Option<bool>,
+    pub rate_limit: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -15,6 +15,7 @@ mod http;
 mod job;
 mod meters;
 mod order;
+mod rate;
 mod retry;
 mod signing;
 mod sink;

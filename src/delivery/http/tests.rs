@@ -105,6 +105,7 @@ fn sink() -> HttpSink {
             give_up_after: Duration::from_secs(3600),
         },
         initial_backfill: false,
+        rate_limit: None,
     };
     HttpSink::new(build_client(), &subscriber)
 }

@@ -50,6 +50,16 @@ struct Harness {
 
 impl Harness {
     async fn start(batch_size: usize, outcomes: &[(&str, Outcome)]) -> Self {
+        Self::start_limited(batch_size, outcomes, None, usize::MAX).await
+    }
+
+    /// A worker with a `rate_limit` and a queue limit.
+    async fn start_limited(
+        batch_size: usize,
+        outcomes: &[(&str, Outcome)],
+        rate_limit: Option<crate::config::RateLimit>,
+        queue_limit: usize,
+    ) -> Self {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
         let sent = Arc::new(Mutex::new(Vec::new()));
@@ -75,6 +85,7 @@ impl Harness {
                 give_up_after: 3 * 24 * HOUR,
             },
             initial_backfill: false,
+            rate_limit,
         };
         let (settled_tx, settled) = mpsc::unbounded_channel();
         let ctx = WorkerContext {
@@ -83,7 +94,8 @@ impl Harness {
         };
         let worker = Worker::new(config, sink, ctx)
             .await
-            .expect("the worker starts");
+            .expect("the worker starts")
+            .with_queue_limit(queue_limit);
         let (jobs, rx) = mpsc::channel(64);
         Self {
             store,
@@ -377,4 +389,56 @@ async fn a_live_job_that_fails_is_stored_before_the_later_events_that_must_follo
     // THEN the store gives them out in commit order: the failed row before the barrier and
     // the update that came after it
     assert_eq!(drain(h.store()).await, ["h1", "r1", "moved", "later"]);
+}
+
+#[tokio::test]
+async fn a_rate_limited_worker_stores_what_the_limit_holds_back_and_sends_it_at_the_rate() {
+    // GIVEN a limit of 10 requests a second and room for 5 queued jobs
+    let limit = crate::config::RateLimit {
+        requests: 10,
+        per: Duration::from_secs(1),
+    };
+    let mut h = Harness::start_limited(1, &[], Some(limit), 5).await;
+    let started = std::time::Instant::now();
+
+    // WHEN 30 events of 10 keys arrive at once (three per key)
+    let mut txns = Vec::new();
+    for n in 0..30 {
+        txns.push(h.send(&format!("e{n}"), &format!("t:[{}]", n % 10)).await);
+    }
+    txns.sort();
+
+    // THEN every job settles well before the limit lets them all out: what waits is stored
+    assert_eq!(h.settled(30).await, txns);
+    let settled_after = started.elapsed();
+    let sent_by_then = h.batches().len();
+    assert!(
+        sent_by_then < 20,
+        "{sent_by_then} requests sent by {settled_after:?}: the limit held none back"
+    );
+
+    // and all 30 go out, one request per token: a burst of 10, then 10 a second
+    let deadline = started + Duration::from_secs(10);
+    while h.batches().len() < 30 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    h.stop().await;
+    let batches = h.batches();
+    assert_eq!(batches.len(), 30, "{batches:?}");
+    assert!(
+        took >= Duration::from_millis(1_900),
+        "30 requests in {took:?}"
+    );
+
+    // and each key's events went out in order, each once
+    for key in 0..10 {
+        let of_key: Vec<&str> = batches
+            .iter()
+            .map(|b| b[0].as_str())
+            .filter(|id| id[1..].parse::<usize>().is_ok_and(|n| n % 10 == key))
+            .collect();
+        let want: Vec<String> = (0..3).map(|i| format!("e{}", key + 10 * i)).collect();
+        assert_eq!(of_key, want, "key {key}");
+    }
 }
