@@ -9,6 +9,7 @@ mod backfill_toast;
 mod bad_input;
 mod check;
 mod cluster;
+mod dead_letter_filters;
 mod delivery_http;
 mod e2e;
 mod e2e_more;

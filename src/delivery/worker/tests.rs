@@ -254,7 +254,7 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
     assert_eq!(status.dead_letters, 1);
     let filter = DeadLetterFilter {
         subscriber: Some(SUBSCRIBER.to_string()),
-        id: None,
+        ..Default::default()
     };
     let dead = store.list_dead_letters(filter, 10).await.unwrap();
     assert_eq!(dead[0].event.id, "a1");
