@@ -42,8 +42,12 @@ async fn a_rate_limited_backlog_drains_at_the_limit_in_order_while_the_slot_adva
     client.batch_execute(ITEMS).await.unwrap();
     let receiver = Receiver::start().await;
     let dir = fresh_dir(&format!("rate-{}", db.name()));
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = format!(
-        "{}max_unsettled = 100\n[state]\npath = \"state.db\"\n\
+        "{}max_unsettled = 100\n[state]\npath = \"state.db\"\n[api]\nlisten = \"{listen}\"\n\
          [subscribers.slow]\nurl = \"{}\"\nbatch_size = 10\nrate_limit = \"{LIMIT}/s\"\n\
          [[events]]\ntype = \"item.changed\"\ntable = \"public.items\"\nsubscribers = [\"slow\"]\n",
         source_section(&db.url(), db.name()),
@@ -98,6 +102,26 @@ async fn a_rate_limited_backlog_drains_at_the_limit_in_order_while_the_slot_adva
         )
         .await;
     let took = started.elapsed();
+
+    // and the metrics show the limit and the time requests waited for it
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{subscriber=\"slow\"}} ");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    assert_eq!(value("walhook_rate_limit_per_second"), LIMIT as f64);
+    assert!(value("walhook_rate_limit_wait_seconds_count") >= 50.0);
+    // About 180 requests waited about 50 ms each.
+    assert!(value("walhook_rate_limit_wait_seconds_sum") >= 3.0);
     walhook.stop().await;
 
     // and in no one-second window did the receiver see more than the limit plus one bucket of
