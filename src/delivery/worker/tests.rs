@@ -442,3 +442,51 @@ async fn a_rate_limited_worker_stores_what_the_limit_holds_back_and_sends_it_at_
         assert_eq!(of_key, want, "key {key}");
     }
 }
+
+#[tokio::test]
+async fn a_rate_limited_worker_keeps_truncate_barriers_through_the_store() {
+    // GIVEN a limit of 3 requests a second and room for 2 queued jobs
+    let limit = crate::config::RateLimit {
+        requests: 3,
+        per: Duration::from_secs(1),
+    };
+    let mut h = Harness::start_limited(1, &[], Some(limit), 2).await;
+
+    // WHEN rows of three keys, a truncate of their table and rows after it arrive at once
+    let mut txns = vec![
+        h.send("a1", "t:[1]").await,
+        h.send("b1", "t:[2]").await,
+        h.send("c1", "t:[3]").await,
+        h.send("a2", "t:[1]").await,
+        h.send_truncate("tr").await,
+        h.send("a3", "t:[1]").await,
+        h.send("b3", "t:[2]").await,
+    ];
+    txns.sort();
+
+    // THEN all settle (what the limit held back was stored), and all go out once
+    assert_eq!(h.settled(7).await, txns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.batches().len() < 7 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop().await;
+    let sent: Vec<String> = h.batches().into_iter().flatten().collect();
+    assert_eq!(sent.len(), 7, "{sent:?}");
+
+    // and the truncate went after every earlier row of its table and before every later one
+    let at = |id: &str| sent.iter().position(|s| s == id).expect(id);
+    for before in ["a1", "b1", "c1", "a2"] {
+        assert!(
+            at(before) < at("tr"),
+            "{before} after the truncate: {sent:?}"
+        );
+    }
+    for after in ["a3", "b3"] {
+        assert!(
+            at(after) > at("tr"),
+            "{after} before the truncate: {sent:?}"
+        );
+    }
+    assert!(at("a1") < at("a2"), "{sent:?}");
+}
