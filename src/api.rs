@@ -24,7 +24,9 @@ use crate::config::{ApiConfig, Config};
 use crate::state::Store;
 
 mod controls;
-use crate::telemetry::{self, Health, DELIVERY_LATENCY, REQUEST_DURATION, STATUS_UPDATE_AGE};
+use crate::telemetry::{
+    self, Health, DELIVERY_LATENCY, RATE_LIMIT_WAIT, REQUEST_DURATION, STATUS_UPDATE_AGE,
+};
 use controls::Controls;
 
 /// Commit to 2xx spans milliseconds (live) to days (retried until `give_up_after`).
@@ -32,7 +34,8 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 900.0, 3600.0, 21600.0, 86400.0,
 ];
-/// One request is bounded by the subscriber's `timeout` (10 s by default).
+/// One request is bounded by the subscriber's `timeout` (10 s by default); a wait for a rate
+/// limit is mostly below one second.
 const REQUEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -170,6 +173,9 @@ fn recorder() -> Result<PrometheusHandle, ApiError> {
         .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(RATE_LIMIT_WAIT.into()), REQUEST_BUCKETS)
         })
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(ApiError::Recorder)?;

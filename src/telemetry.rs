@@ -21,6 +21,11 @@ pub const RETRY_BACKLOG: &str = "walhook_retry_backlog";
 /// 1 while delivery to the subscriber is paused (by an operator or a 410 Gone), else 0, by
 /// `subscriber` (gauge).
 pub const SUBSCRIBER_PAUSED: &str = "walhook_subscriber_paused";
+/// A subscriber's `rate_limit`, in requests per second, by `subscriber` (gauge; only for
+/// subscribers with a limit).
+pub const RATE_LIMIT: &str = "walhook_rate_limit_per_second";
+/// Seconds a ready request waited for its subscriber's rate limit, by `subscriber` (histogram).
+pub const RATE_LIMIT_WAIT: &str = "walhook_rate_limit_wait_seconds";
 /// WAL the slot retains: `pg_current_wal_lsn() - confirmed_flush_lsn`, bytes (gauge).
 pub const SLOT_LAG_BYTES: &str = "walhook_slot_lag_bytes";
 /// The LSN walhook last reported to Postgres as flushed, as a number (gauge).
@@ -65,6 +70,14 @@ pub fn describe() {
     describe_gauge!(
         SUBSCRIBER_PAUSED,
         "1 while delivery to the subscriber is paused (walhook subscribers pause, or a 410 Gone), else 0"
+    );
+    describe_gauge!(
+        RATE_LIMIT,
+        "The subscriber's rate_limit, in requests per second"
+    );
+    describe_histogram!(
+        RATE_LIMIT_WAIT,
+        "Seconds a request that was ready waited for the subscriber's rate_limit"
     );
     describe_gauge!(SLOT_LAG_BYTES, "Bytes of WAL the replication slot retains");
     describe_counter!(

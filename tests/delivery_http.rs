@@ -40,6 +40,7 @@ fn subscriber(url: String, timeout: Duration) -> SubscriberConfig {
         },
         initial_backfill: false,
         h2c: false,
+        rate_limit: None,
     }
 }
 

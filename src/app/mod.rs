@@ -128,6 +128,9 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     let client = build_client();
     let mut workers = JoinSet::new();
     let mut queues = Vec::new();
+    // A rate-limited subscriber keeps at most half the unsettled budget, shared with the
+    // others, in memory: the rest of the budget stays free for reading on.
+    let queue_limit = config.source.max_unsettled / (2 * config.subscribers.len().max(1));
     for subscriber in &config.subscribers {
         delivery::announce(subscriber);
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
@@ -139,7 +142,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
                 settled: settled_tx.clone(),
             },
         )
-        .await?;
+        .await?
+        .with_queue_limit(queue_limit);
         workers.spawn(worker.run(rx));
         queues.push(tx);
     }

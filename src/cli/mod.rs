@@ -3,6 +3,7 @@
 
 mod backfill;
 mod database;
+mod dead_letters;
 mod run;
 mod status;
 mod subscribers;
@@ -106,14 +107,25 @@ pub enum SubscriberAction {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DeadLetterAction {
-    /// List dead letters.
-    List(DeadLetterFilter),
-    /// Put dead letters back into their subscriber's retry queue.
-    Replay(DeadLetterFilter),
+    /// List dead letters, oldest first.
+    List(DeadLetterArgs),
+    /// Put dead letters back into their subscriber's retry queue (in commit order per key).
+    Replay(DeadLetterArgs),
     /// Delete dead letters.
-    Discard(DeadLetterFilter),
+    Discard(DeadLetterArgs),
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeadLetterArgs {
+    #[command(flatten)]
+    pub filter: DeadLetterFilter,
+    /// JSON output: for list, one object per dead letter and line (JSON Lines); for replay
+    /// and discard, `{"replayed": N}` or `{"discarded": N}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which dead letters: those matching every option given (none: all of them).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeadLetterFilter {
     /// Only this subscriber's dead letters.
@@ -122,6 +134,19 @@ pub struct DeadLetterFilter {
     /// Only the dead letter with this event id.
     #[arg(long)]
     pub id: Option<String>,
+    /// Only events of this type, e.g. `order.created`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Only events of this table, `schema.table`; a bare name means `public.<name>`.
+    #[arg(long, value_parser = dead_letters::parse_table)]
+    pub table: Option<String>,
+    /// Only events committed at or after TIME: an RFC 3339 time (`2026-11-30T14:00:00Z`) or a
+    /// duration ago (`2h`, `30m`, `3d`).
+    #[arg(long, value_name = "TIME", value_parser = dead_letters::parse_time)]
+    pub since: Option<i64>,
+    /// Only events committed before TIME (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = dead_letters::parse_time)]
+    pub until: Option<i64>,
 }
 
 /// A failure already explained to the user on stderr; exit 1.
@@ -164,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Setup { apply } => database::setup(&config, apply).await,
         Command::Teardown => database::teardown(&config).await,
         Command::Run => run::run(config).await,
-        Command::DeadLetters { action } => run::dead_letters(&config, action).await,
+        Command::DeadLetters { action } => dead_letters::dead_letters(&config, action).await,
         Command::Subscribers { action } => subscribers::subscribers(&config, action).await,
         Command::Status { json } => status::status(&config, json).await,
         Command::Backfill(args) => backfill::backfill(&config, args).await,

@@ -103,6 +103,34 @@ pub struct SubscriberConfig {
     pub initial_backfill: bool,
     /// Cleartext HTTP/2 with prior knowledge to an `http://` URL (the receiver must speak it).
     pub h2c: bool,
+    /// The most requests per unit of time (`rate_limit = "50/s"`); `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `subscribers.<name>.rate_limit`: at most `requests` requests per `per` (a second, a minute
+/// or an hour), live and held deliveries alike; a batch is one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The limit in requests per second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.requests) / self.per.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.requests)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

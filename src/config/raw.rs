@@ -65,6 +65,7 @@ pub struct RawSubscriber {
     pub retry: Option<RawRetry>,
     pub initial_backfill: Option<bool>,
     pub h2c: Option<bool>,
+    pub rate_limit: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

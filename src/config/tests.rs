@@ -37,6 +37,7 @@ concurrency = 16
 batch_size = 1
 batch_wait = "20ms"
 retry = { initial = "1s", max = "10m", give_up_after = "3d" }
+rate_limit = "3000/m"
 
 [[events]]
 type = "order.created"
@@ -84,6 +85,8 @@ fn design_example_parses_with_every_value() {
     assert_eq!(billing.headers[0].1.expose(), "Bearer tok");
     assert_eq!(billing.concurrency, 16);
     assert_eq!(billing.batch_wait, Duration::from_millis(20));
+    let rate = billing.rate_limit.expect("rate_limit");
+    assert_eq!((rate.requests, rate.per), (3000, Duration::from_secs(60)));
     assert_eq!(
         billing.retry,
         RetryConfig {
@@ -134,6 +137,7 @@ fn defaults_fill_what_is_left_out() {
         "a partial batch goes as soon as a slot is free"
     );
     assert_eq!(a.timeout, Duration::from_secs(10));
+    assert_eq!(a.rate_limit, None);
     assert_eq!(config.events[0].operations, Operation::ALL.to_vec());
 }
 
@@ -221,6 +225,7 @@ fn every_mistake_is_reported_at_once_with_its_key() {
         url = "ftp://billing"
         secret = "not-a-secret"
         concurrency = 0
+        rate_limit = "50 per second"
         retries = 3
         headers = { "webhook-id" = "x", "Bad Header" = "y" }
         [[events]]
@@ -242,7 +247,8 @@ fn every_mistake_is_reported_at_once_with_its_key() {
         "source.lag_warn: must be a size: a whole number with unit B, kB, MB, GB or TB, e.g. `1GB`; got `lots`",
         "source.slot: must be 1 to 63 lower-case letters, digits or `_`, e.g. `walhook`; got `Walhook-Slot`",
         "source.status_interval: must be a duration: a whole number with unit ms, s, m, h or d, e.g. `10s`; got `ten seconds`",
-        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry, initial_backfill, h2c",
+        "subscribers.billing.retries: unknown key; the keys here are url, secret, headers, timeout, concurrency, batch_size, batch_wait, retry, initial_backfill, h2c, rate_limit",
+        "subscribers.billing.rate_limit: must be a number of requests per second, minute or hour (a whole number above 0, then /s, /m or /h), e.g. `50/s` or `3000/m`; got `50 per second`",
         "subscribers.billing.url: must be an http or https URL with a host, e.g. `https://billing.internal/hooks/walhook`; got `ftp://billing`",
         "subscribers.billing.secret: must be a Standard Webhooks secret: `whsec_` then base64, e.g. `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`",
         "subscribers.billing.headers.Bad Header: must be an HTTP header name (letters, digits, `-`), e.g. `Authorization`",

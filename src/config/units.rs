@@ -1,6 +1,9 @@
-//! Durations (`"500ms"`, `"10s"`, `"5m"`, `"3d"`) and byte sizes (`"1GB"`, `"512MB"`).
+//! Durations (`"500ms"`, `"10s"`, `"5m"`, `"3d"`), byte sizes (`"1GB"`, `"512MB"`) and rates
+//! (`"50/s"`, `"3000/m"`).
 
 use std::time::Duration;
+
+use super::RateLimit;
 
 /// Parses `<integer><unit>` with unit ms, s, m, h or d.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -31,6 +34,27 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(1u64 << shift)
+}
+
+/// Parses a rate `<integer>/<unit>` with unit s, m or h (`"50/s"`, `"3000/m"`): a positive
+/// count per second, minute or hour.
+pub fn parse_rate(text: &str) -> Option<RateLimit> {
+    let (count, unit) = text.trim().split_once('/')?;
+    let count = count.trim();
+    if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let requests: u32 = count.parse().ok().filter(|&n| n > 0)?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        _ => return None,
+    };
+    Some(RateLimit {
+        requests,
+        per: Duration::from_secs(secs),
+    })
 }
 
 fn split_number(text: &str) -> Option<(u64, &str)> {
@@ -74,6 +98,41 @@ mod tests {
             "99999999999999999999d",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        let ok = [
+            ("50/s", 50, 1),
+            ("3000/m", 3000, 60),
+            ("100/h", 100, 3600),
+            (" 1 / s ", 1, 1),
+        ];
+        for (text, requests, secs) in ok {
+            let rate = parse_rate(text).unwrap_or_else(|| panic!("{text} parses"));
+            assert_eq!(rate.requests, requests, "{text}");
+            assert_eq!(rate.per, Duration::from_secs(secs), "{text}");
+        }
+        assert_eq!(parse_rate("3000/m").map(|r| r.per_second()), Some(50.0));
+        assert_eq!(
+            parse_rate("50/s").map(|r| r.to_string()).as_deref(),
+            Some("50/s")
+        );
+        for bad in [
+            "",
+            "50",
+            "/s",
+            "0/s",
+            "-5/s",
+            "1.5/s",
+            "50/d",
+            "50/sec",
+            "50 per s",
+            "s/50",
+            "99999999999/s",
+        ] {
+            assert_eq!(parse_rate(bad), None, "{bad}");
         }
     }
 

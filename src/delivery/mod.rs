@@ -4,6 +4,7 @@
 //! - `order`: per-key order and truncate barriers of live events (pure, unit-tested).
 //! - `spill`: the only door to the state store: held events out and back, dead letters,
 //!   removals, and reporting what the store made safe as settled.
+//! - `rate`: a subscriber's `rate_limit`, the token bucket every request passes.
 //! - `sink`: the [`Sink`] trait, what a worker sends through; `http` is its first
 //!   implementation ([`HttpSink`], with `post`), `retry` classifies answers (a status, or a
 //!   [`TransportFailure`]) apart from the retry schedule and names no HTTP client, `signing`
@@ -15,6 +16,7 @@ mod http;
 mod job;
 mod meters;
 mod order;
+mod rate;
 mod retry;
 mod signing;
 mod sink;

@@ -239,6 +239,17 @@ impl<J: Ordered> Order<J> {
         Some((failed, follow))
     }
 
+    /// Live jobs queued or in flight (counted per table, so cheap enough to ask per pass).
+    pub fn live_jobs(&self) -> usize {
+        self.table_load.values().sum::<usize>()
+            + self.barriers.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Whether a truncate waits for its turn.
+    pub fn has_barriers(&self) -> bool {
+        !self.barriers.is_empty()
+    }
+
     /// Whether `table` has live jobs queued or in flight (a held truncate of it waits for them).
     pub fn table_busy(&self, table: &str) -> bool {
         self.table_load.get(table).is_some_and(|&n| n > 0)

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::job::Job;
 use super::meters::{now_micros, Meters};
 use super::order::Order;
+use super::rate::Gate;
 use super::retry::Schedule;
 use super::sink::{Outcome, Report, Sink};
 use super::spill::{Held, Spill, WorkerContext, WorkerError};
@@ -82,6 +83,11 @@ pub struct Worker<S> {
     paused: Option<Pause>,
     /// The job channel closed: nothing more is sent live, queued jobs go to the store.
     draining: bool,
+    /// The `rate_limit` every request passes; `None` without one.
+    gate: Option<Gate>,
+    /// Live jobs queued beyond this while the rate limit holds them back move to the store, so
+    /// they settle and the slot advances (see [`Worker::with_queue_limit`]).
+    queue_limit: usize,
     meters: Meters,
 }
 
@@ -102,7 +108,6 @@ impl<S: Sink> Worker<S> {
             warn!(subscriber = %config.name, reason = %pause.describe(), by = %pause.by, "subscriber paused; its events are held in the state store until `walhook subscribers resume {}`", config.name);
         }
         Ok(Self {
-            config,
             sink: Arc::new(sink),
             order: Order::default(),
             spill,
@@ -110,8 +115,19 @@ impl<S: Sink> Worker<S> {
             down: false,
             paused,
             draining: false,
+            gate: Gate::new(&config.name, config.rate_limit, now()),
+            queue_limit: usize::MAX,
+            config,
             meters,
         })
+    }
+
+    /// Live jobs that may wait in memory for the rate limit: beyond `limit`, the queued ones
+    /// move to the store like a failing subscriber's, so that a rate-limited subscriber never
+    /// holds the pipeline's unsettled budget (`source.max_unsettled`) and the slot advances.
+    pub fn with_queue_limit(mut self, limit: usize) -> Self {
+        self.queue_limit = limit.max(1);
+        self
     }
 
     fn name(&self) -> &str {
@@ -126,6 +142,9 @@ impl<S: Sink> Worker<S> {
         let mut retry_tick = tokio::time::interval(Duration::from_millis(100));
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.gate.is_some() {
+                self.rate_limited_pass(open).await?;
+            }
             self.launch(!open).await?;
             self.spill.flush(&mut self.meters).await?;
             if !open && self.in_flight.is_empty() {
@@ -133,6 +152,7 @@ impl<S: Sink> Worker<S> {
                 return Ok(());
             }
             let batch_deadline = self.partial_batch_deadline();
+            let rate_wake = self.gate.as_mut().and_then(|gate| gate.wake_at(now()));
             tokio::select! {
                 biased;
                 // 1. Completions free a slot and decide what happens to their jobs.
@@ -167,8 +187,10 @@ impl<S: Sink> Worker<S> {
                         self.store_queued();
                     }
                 },
-                // 3. A partial batch has waited long enough.
+                // 3. A partial batch has waited long enough, or the rate limit has a token
+                //    for a request that waits.
                 _ = sleep_until(batch_deadline), if batch_deadline.is_some() => {}
+                _ = sleep_until(rate_wake.map(Instant::from_std)), if rate_wake.is_some() => {}
                 // 4. Held events that are due.
                 _ = retry_tick.tick(), if open => {
                     // Once a second, look even when nothing was stored here: `walhook
@@ -221,19 +243,25 @@ impl<S: Sink> Worker<S> {
 
     /// Starts requests while there is room: truncates whose table has gone quiet, full batches
     /// at once, a partial one after `batch_wait` (at once with the default of zero, or when
-    /// draining). A job whose turn
-    /// came but that must still follow events in the store goes there instead.
+    /// draining). A job whose turn came but that must still follow events in the store goes
+    /// there instead.
     async fn launch(&mut self, draining: bool) -> Result<(), WorkerError> {
         if self.paused.is_some() {
             return Ok(());
         }
-        let room = self.config.concurrency.saturating_sub(self.in_flight.len());
+        let mut room = self.config.concurrency.saturating_sub(self.in_flight.len());
+        if room > 0 && self.order.has_barriers() {
+            room = room.min(self.permits());
+        }
         for truncate in self.order.take_truncates(room) {
             if !self.held_instead(&truncate).await? {
                 self.send(Sent::Live(vec![truncate]));
             }
         }
         while self.in_flight.len() < self.config.concurrency && self.order.ready_keys() > 0 {
+            if self.permits() == 0 {
+                break;
+            }
             let (size, wait) = (self.config.batch_size, self.config.batch_wait);
             let jobs = self.order.take_batch(size, wait, draining, now());
             if jobs.is_empty() {
@@ -265,7 +293,39 @@ impl<S: Sink> Worker<S> {
         Ok(true)
     }
 
+    /// A pass under a rate limit: due held events go first (they are older). Live jobs the
+    /// limit holds back move to the store, where they settle, when there are more than
+    /// `queue_limit` or the store holds events (which go first): the slot advances meanwhile.
+    async fn rate_limited_pass(&mut self, open: bool) -> Result<(), WorkerError> {
+        if let Some(gate) = &mut self.gate {
+            gate.begin_pass();
+        }
+        if open && self.spill.has_due() {
+            self.retry_due(false).await?;
+        }
+        let held_back = self.gate.as_ref().is_some_and(Gate::refused)
+            || (self.order.ready_keys() > 0 && self.permits() == 0);
+        let too_many = self.order.live_jobs() > self.queue_limit;
+        if held_back && self.paused.is_none() && (too_many || self.spill.may_hold_events()) {
+            self.store_queued();
+        }
+        Ok(())
+    }
+
+    /// How many requests the rate limit lets start now (any number without a limit). Asked
+    /// only when a request is ready: none means it waits, and the loop wakes for the next
+    /// token.
+    fn permits(&mut self) -> usize {
+        match &mut self.gate {
+            Some(gate) => gate.permits(now()),
+            None => usize::MAX,
+        }
+    }
+
     fn send(&mut self, sent: Sent) {
+        if let Some(gate) = &mut self.gate {
+            gate.take(now());
+        }
         if tracing::enabled!(tracing::Level::TRACE) {
             let ids: Vec<&str> = sent.events().map(|e| e.id.as_str()).collect();
             let held = matches!(sent, Sent::Held(_));
@@ -406,6 +466,9 @@ impl<S: Sink> Worker<S> {
         };
         // Held events are sent in batches of `batch_size` too, without waiting for more.
         while self.in_flight.len() < limit {
+            if self.gate.is_some() && (!self.spill.has_due() || self.permits() == 0) {
+                break;
+            }
             let order = &self.order;
             let held = self.spill.take_due(self.config.batch_size, |event| {
                 event.is_truncate && order.table_busy(&event.table)

@@ -29,9 +29,19 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
 }
 
-/// Which dead letters an operation applies to; the default is all of them.
-#[derive(Debug, Clone, Default)]
+/// Which dead letters an operation applies to: those that match every condition set (AND);
+/// the default is all of them. The store applies it in its query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadLetterFilter {
     pub subscriber: Option<String>,
+    /// The event id.
     pub id: Option<String>,
+    /// The event type, e.g. `order.created`.
+    pub event_type: Option<String>,
+    /// The table, `schema.name`.
+    pub table: Option<String>,
+    /// Committed at or after this (Unix microseconds, as [`Event::commit_time_micros`]).
+    pub since_micros: Option<i64>,
+    /// Committed before this (Unix microseconds): `since` and `until` make a half-open range.
+    pub until_micros: Option<i64>,
 }

@@ -7,7 +7,8 @@ use base64::Engine as _;
 
 use super::errors::Errors;
 use crate::config::raw::{RawRetry, RawSubscriber};
-use crate::config::{RetryConfig, Secret, SecretBytes, SubscriberConfig};
+use crate::config::units::parse_rate;
+use crate::config::{RateLimit, RetryConfig, Secret, SecretBytes, SubscriberConfig};
 
 /// Headers walhook sets itself; a configured header may not replace them.
 const RESERVED_HEADERS: [&str; 5] = [
@@ -38,6 +39,7 @@ pub(super) fn validate_subscriber(
             "retry",
             "initial_backfill",
             "h2c",
+            "rate_limit",
         ],
     );
     let name_ok = !name.is_empty()
@@ -105,8 +107,21 @@ pub(super) fn validate_subscriber(
         retry,
         initial_backfill: raw.initial_backfill.unwrap_or(false),
         h2c,
+        rate_limit: validate_rate_limit(&at, raw.rate_limit.as_deref(), errors),
         name,
     }
+}
+
+fn validate_rate_limit(at: &str, raw: Option<&str>, errors: &mut Errors) -> Option<RateLimit> {
+    let text = raw?;
+    let rate = parse_rate(text);
+    if rate.is_none() {
+        errors.add(
+            format!("{at}.rate_limit"),
+            format!("must be a number of requests per second, minute or hour (a whole number above 0, then /s, /m or /h), e.g. `50/s` or `3000/m`; got `{text}`"),
+        );
+    }
+    rate
 }
 
 fn validate_headers(

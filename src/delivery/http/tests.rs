@@ -110,6 +110,7 @@ fn sink_config() -> SubscriberConfig {
         },
         initial_backfill: false,
         h2c: false,
+        rate_limit: None,
     }
 }
 

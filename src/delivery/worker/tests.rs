@@ -66,12 +66,44 @@ impl Harness {
         Self::start_on(store, batch_size, batch_wait, outcomes).await
     }
 
+    /// A worker with a `rate_limit` and a queue limit.
+    async fn start_limited(
+        batch_size: usize,
+        outcomes: &[(&str, Outcome)],
+        rate_limit: Option<crate::config::RateLimit>,
+        queue_limit: usize,
+    ) -> Self {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_in_memory().expect("an in-memory store"));
+        let batch_wait = Duration::from_millis(20);
+        Self::start_configured(
+            store,
+            batch_size,
+            batch_wait,
+            outcomes,
+            rate_limit,
+            queue_limit,
+        )
+        .await
+    }
+
     /// A worker on `store`, which may hold something already.
     async fn start_on(
         store: Arc<dyn Store>,
         batch_size: usize,
         batch_wait: Duration,
         outcomes: &[(&str, Outcome)],
+    ) -> Self {
+        Self::start_configured(store, batch_size, batch_wait, outcomes, None, usize::MAX).await
+    }
+
+    async fn start_configured(
+        store: Arc<dyn Store>,
+        batch_size: usize,
+        batch_wait: Duration,
+        outcomes: &[(&str, Outcome)],
+        rate_limit: Option<crate::config::RateLimit>,
+        queue_limit: usize,
     ) -> Self {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = ScriptedSink {
@@ -97,6 +129,7 @@ impl Harness {
             },
             initial_backfill: false,
             h2c: false,
+            rate_limit,
         };
         let (settled_tx, settled) = mpsc::unbounded_channel();
         let ctx = WorkerContext {
@@ -105,7 +138,8 @@ impl Harness {
         };
         let worker = Worker::new(config, sink, ctx)
             .await
-            .expect("the worker starts");
+            .expect("the worker starts")
+            .with_queue_limit(queue_limit);
         let (jobs, rx) = mpsc::channel(64);
         Self {
             store,
@@ -268,7 +302,7 @@ async fn a_gone_receiver_dead_letters_the_event_and_pauses_the_subscriber() {
     assert_eq!(status.dead_letters, 1);
     let filter = DeadLetterFilter {
         subscriber: Some(SUBSCRIBER.to_string()),
-        id: None,
+        ..Default::default()
     };
     let dead = store.list_dead_letters(filter, 10).await.unwrap();
     assert_eq!(dead[0].event.id, "a1");
@@ -469,4 +503,104 @@ async fn a_failed_batch_is_stored_before_its_tables_barrier_and_what_waits_behin
     // barrier, and the barrier before the later update of key 2 (found by the fidelity test:
     // a backfill read stored behind a later update of its row)
     assert_eq!(drain(h.store()).await, ["r1", "r2", "moved", "later"]);
+}
+
+#[tokio::test]
+async fn a_rate_limited_worker_stores_what_the_limit_holds_back_and_sends_it_at_the_rate() {
+    // GIVEN a limit of 10 requests a second and room for 5 queued jobs
+    let limit = crate::config::RateLimit {
+        requests: 10,
+        per: Duration::from_secs(1),
+    };
+    let mut h = Harness::start_limited(1, &[], Some(limit), 5).await;
+    let started = std::time::Instant::now();
+
+    // WHEN 30 events of 10 keys arrive at once (three per key)
+    let mut txns = Vec::new();
+    for n in 0..30 {
+        txns.push(h.send(&format!("e{n}"), &format!("t:[{}]", n % 10)).await);
+    }
+    txns.sort();
+
+    // THEN every job settles well before the limit lets them all out: what waits is stored
+    assert_eq!(h.settled(30).await, txns);
+    let settled_after = started.elapsed();
+    let sent_by_then = h.batches().len();
+    assert!(
+        sent_by_then < 20,
+        "{sent_by_then} requests sent by {settled_after:?}: the limit held none back"
+    );
+
+    // and all 30 go out, one request per token: a burst of 10, then 10 a second
+    let deadline = started + Duration::from_secs(10);
+    while h.batches().len() < 30 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    h.stop().await;
+    let batches = h.batches();
+    assert_eq!(batches.len(), 30, "{batches:?}");
+    assert!(
+        took >= Duration::from_millis(1_900),
+        "30 requests in {took:?}"
+    );
+
+    // and each key's events went out in order, each once
+    for key in 0..10 {
+        let of_key: Vec<&str> = batches
+            .iter()
+            .map(|b| b[0].as_str())
+            .filter(|id| id[1..].parse::<usize>().is_ok_and(|n| n % 10 == key))
+            .collect();
+        let want: Vec<String> = (0..3).map(|i| format!("e{}", key + 10 * i)).collect();
+        assert_eq!(of_key, want, "key {key}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_worker_keeps_truncate_barriers_through_the_store() {
+    // GIVEN a limit of 3 requests a second and room for 2 queued jobs
+    let limit = crate::config::RateLimit {
+        requests: 3,
+        per: Duration::from_secs(1),
+    };
+    let mut h = Harness::start_limited(1, &[], Some(limit), 2).await;
+
+    // WHEN rows of three keys, a truncate of their table and rows after it arrive at once
+    let mut txns = vec![
+        h.send("a1", "t:[1]").await,
+        h.send("b1", "t:[2]").await,
+        h.send("c1", "t:[3]").await,
+        h.send("a2", "t:[1]").await,
+        h.send_truncate("tr").await,
+        h.send("a3", "t:[1]").await,
+        h.send("b3", "t:[2]").await,
+    ];
+    txns.sort();
+
+    // THEN all settle (what the limit held back was stored), and all go out once
+    assert_eq!(h.settled(7).await, txns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.batches().len() < 7 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop().await;
+    let sent: Vec<String> = h.batches().into_iter().flatten().collect();
+    assert_eq!(sent.len(), 7, "{sent:?}");
+
+    // and the truncate went after every earlier row of its table and before every later one
+    let at = |id: &str| sent.iter().position(|s| s == id).expect(id);
+    for before in ["a1", "b1", "c1", "a2"] {
+        assert!(
+            at(before) < at("tr"),
+            "{before} after the truncate: {sent:?}"
+        );
+    }
+    for after in ["a3", "b3"] {
+        assert!(
+            at(after) > at("tr"),
+            "{after} before the truncate: {sent:?}"
+        );
+    }
+    assert!(at("a1") < at("a2"), "{sent:?}");
 }

@@ -210,11 +210,11 @@ pub async fn filters_select_by_subscriber_and_id(backend: &dyn Backend) {
     }
     let billing = DeadLetterFilter {
         subscriber: Some("billing".to_string()),
-        id: None,
+        ..Default::default()
     };
     let one = DeadLetterFilter {
-        subscriber: None,
         id: Some(events[0].id.clone()),
+        ..Default::default()
     };
     assert_eq!(store.count_dead_letters(all()).await.expect("count"), 6);
     assert_eq!(
@@ -248,7 +248,7 @@ pub async fn filters_select_by_subscriber_and_id(backend: &dyn Backend) {
     );
     let search = DeadLetterFilter {
         subscriber: Some("search".to_string()),
-        id: None,
+        ..Default::default()
     };
     assert_eq!(
         dead_ids(&*store, all()).await,

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod backfills;
+pub mod dead_letter_filters;
 pub mod dead_letters;
 pub mod pending;
 pub mod status;
@@ -51,6 +52,8 @@ macro_rules! __contract_tests {
             dead_letters::replayed_events_keep_commit_order_among_themselves,
             dead_letters::replaying_an_event_that_is_held_again_keeps_its_place,
             dead_letters::filters_select_by_subscriber_and_id,
+            dead_letter_filters::filters_select_by_type_table_and_commit_time,
+            dead_letter_filters::replaying_many_keys_keeps_commit_order_per_key,
             status::the_checkpoint_never_moves_backward_and_survives_reopening,
             status::an_unknown_subscriber_has_an_empty_status,
             status::status_counts_per_subscriber,

@@ -25,11 +25,33 @@ macro_rules! replace_dead_letter {
     };
 }
 
-/// `$1` is the filter's subscriber, `$2` its id.
+/// `$1` to `$6` are the filter's subscriber, id, type, table, since and until (see
+/// [`filter_params`]); a statement's own parameters come after.
 macro_rules! filter {
     () => {
-        "($1::text IS NULL OR subscriber = $1::text) AND ($2::text IS NULL OR event_id = $2::text)"
+        "($1::text IS NULL OR subscriber = $1::text) AND ($2::text IS NULL OR event_id = $2::text)
+        AND ($3::text IS NULL OR event_type = $3::text)
+        AND ($4::text IS NULL OR table_name = $4::text)
+        AND ($5::bigint IS NULL OR commit_time_micros >= $5::bigint)
+        AND ($6::bigint IS NULL OR commit_time_micros < $6::bigint)"
     };
+}
+
+/// The filter's values for `$1` to `$6` of `filter!`, then `extra`.
+fn filter_params<'a>(
+    filter: &'a DeadLetterFilter,
+    extra: Option<&'a (dyn ToSql + Sync)>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut params: Vec<&'a (dyn ToSql + Sync)> = vec![
+        &filter.subscriber,
+        &filter.id,
+        &filter.event_type,
+        &filter.table,
+        &filter.since_micros,
+        &filter.until_micros,
+    ];
+    params.extend(extra);
+    params
 }
 
 /// Deletes the held events given up on, dead-letters them in the order given, and moves the
@@ -95,7 +117,7 @@ WHERE ",
     filter!(),
     "
 ORDER BY seq
-LIMIT $3::bigint"
+LIMIT $7::bigint"
 );
 
 const COUNT: &str = concat!("SELECT count(*) FROM {s}.dead_letters WHERE ", filter!());
@@ -111,7 +133,7 @@ WITH inserted AS (
                              commit_lsn, commit_time_micros, is_truncate, attempts,
                              first_failure_at, next_attempt_at)
     SELECT subscriber, event_id, event_type, event_key, table_name, body, commit_lsn,
-           commit_time_micros, is_truncate, 0, NULL, $3::bigint
+           commit_time_micros, is_truncate, 0, NULL, $7::bigint
     FROM {s}.dead_letters
     WHERE ",
     filter!(),
@@ -204,11 +226,13 @@ pub(super) async fn list(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, StateError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let params: [&(dyn ToSql + Sync); 3] = [&filter.subscriber, &filter.id, &limit];
     store
-        .read("list dead letters", LIST, &params, |rows| {
-            rows.iter().map(dead_letter).collect()
-        })
+        .read(
+            "list dead letters",
+            LIST,
+            &filter_params(filter, Some(&limit)),
+            |rows| rows.iter().map(dead_letter).collect(),
+        )
         .await
 }
 
@@ -220,7 +244,7 @@ pub(super) async fn count_matching(
         .read(
             "count dead letters",
             COUNT,
-            &[&filter.subscriber, &filter.id],
+            &filter_params(filter, None),
             |rows| schema::count(one(&rows)?, 0),
         )
         .await
@@ -231,7 +255,7 @@ pub(super) async fn replay(
     filter: &DeadLetterFilter,
     now: UnixMillis,
 ) -> Result<usize, StateError> {
-    let params: [&(dyn ToSql + Sync); 3] = [&filter.subscriber, &filter.id, &now.0];
+    let params = filter_params(filter, Some(&now.0));
     store
         .write("replay dead letters", REPLAY, &params, count)
         .await
@@ -245,7 +269,7 @@ pub(super) async fn discard(
         .write(
             "discard dead letters",
             DISCARD,
-            &[&filter.subscriber, &filter.id],
+            &filter_params(filter, None),
             count,
         )
         .await

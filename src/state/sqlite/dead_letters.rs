@@ -1,6 +1,6 @@
 //! Dead letters in SQLite.
 
-use rusqlite::Row;
+use rusqlite::{Row, ToSql};
 
 use super::db::Db;
 use super::schema::{self, EVENT_COLUMNS, EVENT_COLUMN_COUNT};
@@ -8,8 +8,28 @@ use crate::state::{
     DeadLetter, DeadLetterFilter, DeadLetterInsert, Failure, StateError, UnixMillis,
 };
 
-/// `?1` is the filter's subscriber, `?2` its id.
-const FILTER: &str = "(?1 IS NULL OR subscriber = ?1) AND (?2 IS NULL OR event_id = ?2)";
+/// `?1` to `?6` are the filter's subscriber, id, type, table, since and until (see
+/// [`filter_params`]); a statement's own parameters come after.
+const FILTER: &str = "(?1 IS NULL OR subscriber = ?1) AND (?2 IS NULL OR event_id = ?2)
+    AND (?3 IS NULL OR event_type = ?3) AND (?4 IS NULL OR table_name = ?4)
+    AND (?5 IS NULL OR commit_time_micros >= ?5) AND (?6 IS NULL OR commit_time_micros < ?6)";
+
+/// The filter's values for `?1` to `?6` of [`FILTER`], then `extra`.
+fn filter_params<'a>(
+    filter: &'a DeadLetterFilter,
+    extra: Option<&'a dyn ToSql>,
+) -> Vec<&'a dyn ToSql> {
+    let mut params: Vec<&'a dyn ToSql> = vec![
+        &filter.subscriber,
+        &filter.id,
+        &filter.event_type,
+        &filter.table,
+        &filter.since_micros,
+        &filter.until_micros,
+    ];
+    params.extend(extra);
+    params
+}
 
 const DEAD_COLUMNS: &str = "attempts, first_attempt_at, dead_at, last_status, last_error";
 
@@ -79,12 +99,9 @@ impl Db {
         self.read("list dead letters", |conn| {
             let mut select = conn.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS}, {DEAD_COLUMNS}, subscriber FROM dead_letters
-                 WHERE {FILTER} ORDER BY seq LIMIT ?3"
+                 WHERE {FILTER} ORDER BY seq LIMIT ?7"
             ))?;
-            let rows = select.query_map(
-                rusqlite::params![filter.subscriber, filter.id, limit],
-                dead_letter,
-            )?;
+            let rows = select.query_map(&filter_params(filter, Some(&limit))[..], dead_letter)?;
             rows.collect()
         })
     }
@@ -93,10 +110,7 @@ impl Db {
     pub fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StateError> {
         self.read("count dead letters", |conn| {
             conn.prepare_cached(&format!("SELECT COUNT(*) FROM dead_letters WHERE {FILTER}"))?
-                .query_row(
-                    rusqlite::params![filter.subscriber, filter.id],
-                    schema::count,
-                )
+                .query_row(&filter_params(filter, None)[..], schema::count)
         })
     }
 
@@ -119,11 +133,11 @@ impl Db {
             tx.prepare_cached(&format!(
                 "INSERT INTO pending (subscriber, {EVENT_COLUMNS},
                                       attempts, first_failure_at, next_attempt_at)
-                 SELECT subscriber, {EVENT_COLUMNS}, 0, NULL, ?3 FROM dead_letters
+                 SELECT subscriber, {EVENT_COLUMNS}, 0, NULL, ?7 FROM dead_letters
                  WHERE {FILTER} ORDER BY commit_lsn, seq
                  ON CONFLICT (subscriber, event_id) DO NOTHING"
             ))?
-            .execute(rusqlite::params![filter.subscriber, filter.id, now])?;
+            .execute(&filter_params(filter, Some(&now))[..])?;
             delete_dead_letters(tx, filter)
         })
     }
@@ -139,7 +153,7 @@ fn delete_dead_letters(
     filter: &DeadLetterFilter,
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached(&format!("DELETE FROM dead_letters WHERE {FILTER}"))?
-        .execute(rusqlite::params![filter.subscriber, filter.id])
+        .execute(&filter_params(filter, None)[..])
 }
 
 /// Reads `EVENT_COLUMNS, DEAD_COLUMNS, subscriber`.
