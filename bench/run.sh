@@ -10,15 +10,18 @@
 #   1. baseline: pg_recvlogical (pgoutput, proto_version 1) reading a backlog of 500,000 changes
 #      (200,000 single-row transactions and one 300,000-row transaction) from a fresh slot;
 #   2. walhook delivering the same backlog from its own fresh slot to a local receiver, with
-#      batch_size = 100 (concurrency default 16) and with batch_size = 1, concurrency = 64;
-#   3. latency: 2,000 single-row transactions/s for 30 s (synchronous_commit on), receipt time
-#      minus the event's commit timestamp, p50 / p99 / max;
+#      batch_size = 100 (concurrency default 16), and with batch_size = 1, concurrency = 64 over
+#      HTTP/1.1 and over cleartext HTTP/2 (h2c);
 #   2b. wide rows: 20,000 single-row transactions into a table of 40 columns, three of them text
 #      of 1-4 kB, read by pg_recvlogical and delivered by walhook (batch_size 100): events/s and
 #      request bytes/s against the baseline;
+#   3. latency: 2,000 single-row transactions/s for 30 s (synchronous_commit on), receipt time
+#      minus the event's commit timestamp, p50 / p99 / max;
 #   4. walhook's peak RSS (VmHWM) during 2, during one 1,000,000-row transaction, and while the
 #      receiver is down and 1,000,000 events are committed (then how fast the backlog drains
-#      once the receiver is back).
+#      once the receiver is back);
+#   5. the same with the state in Postgres ([state] url, a schema in the benchmark's database):
+#      the backlog with batch_size 100, the latency with batch_size 1, the receiver down and back;
 # and prints one table with the targets of DESIGN.md ("Targets") beside the figures.
 #
 # The cluster runs with fsync = off (nothing here needs durability; commits still write WAL,
@@ -220,6 +223,19 @@ curl -fsS -X POST "$RECEIVER_URL/reset" >/dev/null
 # ---------------------------------------------------------------------------------------
 # walhook runs
 # ---------------------------------------------------------------------------------------
+# The state: a SQLite file beside the config, or with STATE_PG=1 a schema of its own in the
+# benchmark's database (the Postgres backend, on the source, as a team without a second
+# database would run it).
+state_section() { # config file
+    local name
+    name="$(basename "${1%.toml}")"
+    if [[ -n "${STATE_PG:-}" ]]; then
+        printf 'url = "postgres://postgres@127.0.0.1:%s/%s?sslmode=disable"\nschema = "state_%s"\n' \
+            "$PG_PORT" "$DB" "$name"
+    else
+        printf 'path = "%s"\n' "${1%.toml}-state.db"
+    fi
+}
 write_config() { # file slot url batch_size concurrency [h2c]
     cat >"$1" <<EOF
 [source]
@@ -229,7 +245,7 @@ publication = "$PUBLICATION"
 status_interval = "1s"
 
 [state]
-path = "${1%.toml}-state.db"
+$(state_section "$1")
 
 [subscribers.bench]
 url = "$3/hook"
@@ -301,7 +317,7 @@ if [[ -z "$LATENCY_ONLY" ]]; then
 # backlog. Rounds interleave so that other load on the machine falls on all three alike; the
 # table shows the median of the rounds.
 for r in $(seq "$ROUNDS"); do
-    for slot in "base_$r" "wh_b100_$r" "wh_b1c64_$r" "wh_b1h2_$r"; do
+    for slot in "base_$r" "wh_b100_$r" "wh_b1c64_$r" "wh_b1h2_$r" $([[ $r == 1 ]] && echo wh_b100pg); do
         sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
     done
 done
@@ -398,6 +414,12 @@ median_index() { # values...: the index of the median (the lower one for an even
 }
 max_of() { printf '%s\n' "$@" | sort -n | tail -n 1; }
 list_secs() { local v out=""; for v in "$@"; do out+="${out:+, }$(secs "$v")"; done; echo "$out"; }
+# The same backlog once more with the state in Postgres (section 5 of the table), before
+# anything else is written to the table.
+say "Postgres state: walhook, batch_size = 100, concurrency = 16 (slot wh_b100pg)"
+STATE_PG=1 backlog_run b100pg wh_b100pg 100 16
+PG_B100=("$RUN_NS" "$RUN_EVENTS_FINAL" "$RUN_CPU" "$RUN_RSS" "$RUN_TIMED_OUT")
+echo "    $(secs "$RUN_NS")s, ${RUN_EVENTS_FINAL} events${RUN_TIMED_OUT:+, TIMED OUT}" >&2
 m="$(median_index "${base_ns[@]}")"
 BASE_NS="${base_ns[$m]}" BASE_WS="${base_ws[$m]}"
 m="$(median_index "${b100_ns[@]}")"
@@ -574,42 +596,73 @@ stop_walhook
 sql "SELECT pg_drop_replication_slot('wh_bigtx')" >/dev/null
 echo "    $(secs "$BIG_NS")s from the start of the transaction to the last event, $BIG_EVENTS events, peak RSS $(mib "$BIG_RSS") MiB${BIG_TIMED_OUT:+, TIMED OUT}" >&2
 
-say "Memory: receiver down while $MEM_ROWS events are committed ($DOWN_TXNS transactions of 1,000 rows)"
-DOWN_PORT="$(free_port)" # nothing listens here until the receiver comes back
-DOWN_URL="http://127.0.0.1:$DOWN_PORT"
-WALHOOK_LOG="$TMP/down.log"
-start_walhook down wh_down "$DOWN_URL" 100 16
-wait_active wh_down
-t0="$(now_ns)"
-sql "CALL fill($DOWN_TXNS, 1000)"
-DOWN_END="$(sql "SELECT pg_current_wal_insert_lsn()")"
-DOWN_DONE=""
-deadline=$(($(now_ns) + TIMEOUT * 1000000000))
-while [[ "$(now_ns)" -lt "$deadline" ]]; do
-    kill -0 "$WALHOOK_PID" 2>/dev/null || { show_log "$WALHOOK_LOG"; die "walhook exited while the receiver was down"; }
-    behind="$(sql "SELECT pg_wal_lsn_diff('$DOWN_END', confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = 'wh_down'")"
-    if [[ -n "$behind" && "${behind%.*}" -le 0 ]]; then DOWN_DONE=1; break; fi
-    sleep 0.5
-done
-DOWN_NS=$(($(now_ns) - t0))
-DOWN_RSS="$(peak_rss_kib "$WALHOOK_PID")"
-DOWN_HELD="$(sqlite3 "file:$TMP/down-state.db?mode=ro" "SELECT count(*) FROM pending" 2>/dev/null || echo "?")"
-echo "    slot confirmed past the last commit after $(secs "$DOWN_NS")s$([[ -z "$DOWN_DONE" ]] && echo ": NOT within ${TIMEOUT}s"); $DOWN_HELD events held in the state file; peak RSS $(mib "$DOWN_RSS") MiB" >&2
+down_and_drain() { # name: the receiver down while MEM_ROWS events are committed, then back;
+    # sets DOWN_NS DOWN_RSS DOWN_HELD DOWN_DONE DRAIN_EVENTS DRAIN_NS DRAIN_RSS DRAIN_TIMED_OUT
+    local name="$1" slot="wh_$1" t0 deadline behind
+    DOWN_PORT="$(free_port)" # nothing listens here until the receiver comes back
+    DOWN_URL="http://127.0.0.1:$DOWN_PORT"
+    WALHOOK_LOG="$TMP/$name.log"
+    start_walhook "$name" "$slot" "$DOWN_URL" 100 16
+    wait_active "$slot"
+    t0="$(now_ns)"
+    sql "CALL fill($DOWN_TXNS, 1000)"
+    DOWN_END="$(sql "SELECT pg_current_wal_insert_lsn()")"
+    DOWN_DONE=""
+    deadline=$(($(now_ns) + TIMEOUT * 1000000000))
+    while [[ "$(now_ns)" -lt "$deadline" ]]; do
+        kill -0 "$WALHOOK_PID" 2>/dev/null || { show_log "$WALHOOK_LOG"; die "walhook exited while the receiver was down"; }
+        behind="$(sql "SELECT pg_wal_lsn_diff('$DOWN_END', confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '$slot'")"
+        if [[ -n "$behind" && "${behind%.*}" -le 0 ]]; then DOWN_DONE=1; break; fi
+        sleep 0.5
+    done
+    DOWN_NS=$(($(now_ns) - t0))
+    DOWN_RSS="$(peak_rss_kib "$WALHOOK_PID")"
+    if [[ -n "${STATE_PG:-}" ]]; then
+        DOWN_HELD="$(sql "SELECT count(*) FROM state_$name.pending" 2>/dev/null || echo "?")"
+    else
+        DOWN_HELD="$(sqlite3 "file:$TMP/$name-state.db?mode=ro" "SELECT count(*) FROM pending" 2>/dev/null || echo "?")"
+    fi
+    echo "    slot confirmed past the last commit after $(secs "$DOWN_NS")s$([[ -z "$DOWN_DONE" ]] && echo ": NOT within ${TIMEOUT}s"); $DOWN_HELD events held in the state; peak RSS $(mib "$DOWN_RSS") MiB" >&2
 
-say "The receiver comes back: draining the held events (at most ${TIMEOUT}s)"
-start_receiver "$TMP/receiver2.port" "127.0.0.1:$DOWN_PORT"
-RECEIVER_URL_SAVED="$RECEIVER_URL"
-RECEIVER_URL="$DOWN_URL"
-t0="$(now_ns)"
-DRAIN_TIMED_OUT=""
-wait_events "$MEM_ROWS" $(($(now_ns) + TIMEOUT * 1000000000)) || DRAIN_TIMED_OUT=1
-DRAIN_LINE="$(curl -fsS "$RECEIVER_URL/stats")"
-DRAIN_EVENTS="$(stat_of events "$DRAIN_LINE")"
-if [[ -n "$DRAIN_TIMED_OUT" ]]; then DRAIN_NS=$(($(now_ns) - t0)); else DRAIN_NS=$(($(stat_of last_ns "$DRAIN_LINE") - t0)); fi
-DRAIN_RSS="$(peak_rss_kib "$WALHOOK_PID")"
-stop_walhook
-RECEIVER_URL="$RECEIVER_URL_SAVED"
-echo "    $DRAIN_EVENTS events in $(secs "$DRAIN_NS")s${DRAIN_TIMED_OUT:+ (TIMED OUT)}; peak RSS $(mib "$DRAIN_RSS") MiB" >&2
+    say "The receiver comes back: draining the held events (at most ${TIMEOUT}s)"
+    local receiver_url_saved="$RECEIVER_URL" receiver_pid_saved="$RECEIVER_PID" down_receiver
+    start_receiver "$TMP/$name-receiver.port" "127.0.0.1:$DOWN_PORT"
+    down_receiver="$RECEIVER_PID"
+    RECEIVER_PID="$receiver_pid_saved"
+    RECEIVER_URL="$DOWN_URL"
+    t0="$(now_ns)"
+    DRAIN_TIMED_OUT=""
+    wait_events "$MEM_ROWS" $(($(now_ns) + TIMEOUT * 1000000000)) || DRAIN_TIMED_OUT=1
+    DRAIN_LINE="$(curl -fsS "$RECEIVER_URL/stats")"
+    DRAIN_EVENTS="$(stat_of events "$DRAIN_LINE")"
+    if [[ -n "$DRAIN_TIMED_OUT" ]]; then DRAIN_NS=$(($(now_ns) - t0)); else DRAIN_NS=$(($(stat_of last_ns "$DRAIN_LINE") - t0)); fi
+    DRAIN_RSS="$(peak_rss_kib "$WALHOOK_PID")"
+    stop_walhook
+    kill "$down_receiver" 2>/dev/null || true
+    wait "$down_receiver" 2>/dev/null || true
+    forget_pid "$down_receiver"
+    RECEIVER_URL="$receiver_url_saved"
+    echo "    $DRAIN_EVENTS events in $(secs "$DRAIN_NS")s${DRAIN_TIMED_OUT:+ (TIMED OUT)}; peak RSS $(mib "$DRAIN_RSS") MiB" >&2
+}
+say "Memory: receiver down while $MEM_ROWS events are committed ($DOWN_TXNS transactions of 1,000 rows)"
+down_and_drain down
+SQ_DOWN=("$DOWN_NS" "$DOWN_RSS" "$DOWN_HELD" "$DOWN_DONE" "$DRAIN_EVENTS" "$DRAIN_NS" "$DRAIN_RSS" "$DRAIN_TIMED_OUT")
+
+# ---------------------------------------------------------------------------------------
+# 5. The state in Postgres (the backend of [state] url): the backlog, latency, and the
+#    receiver down and back, as above
+# ---------------------------------------------------------------------------------------
+say "Postgres state: latency, $LAT_RATE tx/s for ${LAT_SECONDS}s, batch_size = 1 (concurrency 16)"
+STATE_PG=1 latency_run lat_b1pg 1 16
+PG_LAT1=("${LAT[@]}" "$LAT_EVENTS")
+echo "    p50 ${LAT[0]} ms, p99 ${LAT[1]} ms, max ${LAT[2]} ms; $LAT_EVENTS events" >&2
+say "Postgres state: receiver down while $MEM_ROWS events are committed"
+STATE_PG=1 down_and_drain downpg
+PG_DOWN=("$DOWN_NS" "$DOWN_RSS" "$DOWN_HELD" "$DOWN_DONE" "$DRAIN_EVENTS" "$DRAIN_NS" "$DRAIN_RSS" "$DRAIN_TIMED_OUT")
+
+# the table below reads the SQLite figures
+DOWN_NS="${SQ_DOWN[0]}" DOWN_RSS="${SQ_DOWN[1]}" DOWN_HELD="${SQ_DOWN[2]}" DOWN_DONE="${SQ_DOWN[3]}"
+DRAIN_EVENTS="${SQ_DOWN[4]}" DRAIN_NS="${SQ_DOWN[5]}" DRAIN_RSS="${SQ_DOWN[6]}" DRAIN_TIMED_OUT="${SQ_DOWN[7]}"
 
 fi # not LATENCY_ONLY
 # ---------------------------------------------------------------------------------------
@@ -672,12 +725,15 @@ $LATENCY_ROWS
 | peak RSS, one $MEM_ROWS-row transaction (batch_size 100) | $(mib "$BIG_RSS") MiB (delivered in $(secs "$BIG_NS") s from the start of the transaction, $BIG_EVENTS events$(timed "$BIG_TIMED_OUT")) | | ≤ 32 MiB | $(met "$(mib "$BIG_RSS")" 32 "<=") |
 | peak RSS, receiver down while $MEM_ROWS events are committed | $(mib "$DOWN_RSS") MiB (slot confirmed past them after $(secs "$DOWN_NS") s$([[ -z "$DOWN_DONE" ]] && echo ": NOT reached"); $DOWN_HELD held in the state file) | | ≤ 32 MiB | $(met "$(mib "$DOWN_RSS")" 32 "<=") |
 | receiver back: held events drained | $DRAIN_EVENTS events in $(secs "$DRAIN_NS") s$(timed "$DRAIN_TIMED_OUT"), $(rate "$DRAIN_EVENTS" "$DRAIN_NS") events/s; peak RSS $(mib "$DRAIN_RSS") MiB | | ≤ 32 MiB | $(met "$(mib "$DRAIN_RSS")" 32 "<=") |
+| **Postgres state** (\`[state] url\`, a schema in the benchmark's database): backlog, batch_size 100 | $(secs "${PG_B100[0]}") s, $(rate "${PG_B100[1]}" "${PG_B100[0]}") events/s, ${PG_B100[1]} events$(timed "${PG_B100[4]}") (SQLite above: $R100; walhook CPU $(cpu_s "${PG_B100[2]}") s, peak RSS $(mib "${PG_B100[3]}") MiB) | $(ratio "${PG_B100[0]}") | ≥ 1.1 | $(met "$(ratio "${PG_B100[0]}")" 1.1 ">=") |
+| Postgres state: latency, $LAT_RATE tx/s, batch_size 1: p50 / p99 / max | ${PG_LAT1[0]} / ${PG_LAT1[1]} / ${PG_LAT1[2]} ms (${PG_LAT1[3]} events; SQLite above: p99 ${LAT1[1]} ms) | p99 $(lat_ratio "${PG_LAT1[1]}") × | p99 ≤ 2 × baseline and ≤ 25 ms | $(lat_met "${PG_LAT1[1]}") |
+| Postgres state: receiver down while $MEM_ROWS events are committed, then back | slot confirmed past them after $(secs "${PG_DOWN[0]}") s$([[ -z "${PG_DOWN[3]}" ]] && echo ": NOT reached") (${PG_DOWN[2]} held; SQLite: $(secs "$DOWN_NS") s); drained $(rate "${PG_DOWN[4]}" "${PG_DOWN[5]}") events/s$(timed "${PG_DOWN[7]}") (SQLite: $(rate "$DRAIN_EVENTS" "$DRAIN_NS") events/s); peak RSS $(mib "${PG_DOWN[1]}") / $(mib "${PG_DOWN[6]}") MiB | | ≤ 32 MiB | $(met "$(rss_max_mib "${PG_DOWN[1]}" "${PG_DOWN[6]}")" 32 "<=") |
 | receiver ceiling (bench_receiver load, same machine) | batch 1 × 64 conns: $(sed -n 's/.*events_per_s=\([0-9]*\).*/\1/p' <<<"$CEIL_1") events/s; batch 100 × 16 conns: $(sed -n 's/.*events_per_s=\([0-9]*\).*/\1/p' <<<"$CEIL_100") events/s | | above walhook's rates | |
 
 EOF
 # One line a script can compare between runs (regression guard): key=value, ratios against the
 # baseline of this run, latencies in ms, CPU in µs per event, memory in MiB.
-echo "BENCH_RESULT revision=${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)} quick=${QUICK:-0} b100_ratio=$R100 b1c64_ratio=$R1 b1c64_h2c_ratio=$RH2 wide_ratio=$(awk -v b="$WIDE_BASE_NS" -v n="${WIDE[0]}" 'BEGIN { printf "%.2f", b / n }') b100_us_per_event=$(us_per_event "${B100[2]}" "${B100[5]}") b1c64_us_per_event=$(us_per_event "${B1[2]}" "${B1[5]}") lat_base_p99=${LAT0[1]} lat_b1_p99=${LAT1[1]} lat_b100_p99=${LAT100[1]} rss_max=$(rss_max_mib "${B100[1]}" "${B1[1]}" "$BIG_RSS" "$DOWN_RSS" "$DRAIN_RSS")"
+echo "BENCH_RESULT revision=${BENCH_REVISION:-$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)} quick=${QUICK:-0} b100_ratio=$R100 b1c64_ratio=$R1 b1c64_h2c_ratio=$RH2 wide_ratio=$(awk -v b="$WIDE_BASE_NS" -v n="${WIDE[0]}" 'BEGIN { printf "%.2f", b / n }') b100_us_per_event=$(us_per_event "${B100[2]}" "${B100[5]}") b1c64_us_per_event=$(us_per_event "${B1[2]}" "${B1[5]}") lat_base_p99=${LAT0[1]} lat_b1_p99=${LAT1[1]} lat_b100_p99=${LAT100[1]} pg_b100_ratio=$(ratio "${PG_B100[0]}") pg_lat_b1_p99=${PG_LAT1[1]} pg_drain_per_s=$(rate "${PG_DOWN[4]}" "${PG_DOWN[5]}") sqlite_drain_per_s=$(rate "$DRAIN_EVENTS" "$DRAIN_NS") rss_max=$(rss_max_mib "${B100[1]}" "${B1[1]}" "$BIG_RSS" "$DOWN_RSS" "$DRAIN_RSS")"
 for rc in "${B100[7]}" "${B1[7]}" "${H2[7]}"; do
     [[ "$rc" == 0 ]] || echo "note: a walhook run exited with status $rc on SIGTERM (see the logs; KEEP=1 keeps them)"
 done
