@@ -4,6 +4,9 @@
 //! two processes).
 
 mod contract;
+mod fencing;
+mod leadership;
+mod pause;
 mod run;
 mod server;
 

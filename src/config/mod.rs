@@ -73,6 +73,9 @@ pub enum StateConfig {
         /// The connection URL; holds the password, so only `expose` shows it.
         url: Secret,
         schema: String,
+        /// How long a leader's lease lasts without renewal: a standby takes over at most this
+        /// long (plus its poll) after the leader stopped renewing (see `app::leader`).
+        lease: Duration,
     },
 }
 

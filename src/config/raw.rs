@@ -40,6 +40,7 @@ pub struct RawState {
     pub path: Option<String>,
     pub url: Option<String>,
     pub schema: Option<String>,
+    pub lease: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
