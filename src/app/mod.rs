@@ -371,6 +371,7 @@ async fn prepare_database(
         publication: &config.source.publication,
         tables: &tables,
         canary: config.source.canary.as_ref(),
+        failover: config.source.failover,
     };
     check_prerequisites(&client, &target).await?;
     let plan = provision::plan(&client, &target).await?;
@@ -400,7 +401,7 @@ async fn check_prerequisites(
     client: &tokio_postgres::Client,
     target: &Target<'_>,
 ) -> Result<(), AppError> {
-    let findings = prerequisites::check(
+    let mut findings = prerequisites::check(
         client,
         &Expectations {
             slot: target.slot,
@@ -411,6 +412,10 @@ async fn check_prerequisites(
     )
     .await
     .map_err(AppError::Check)?;
+    if target.failover {
+        let failover = prerequisites::failover::check(client, target.slot).await;
+        findings.extend(failover.map_err(AppError::Check)?);
+    }
     prerequisites::ready_to_run(&findings)?;
     for finding in findings.iter().filter(|f| f.verdict == Verdict::Degraded) {
         warn!(problem = %finding.summary, fix = finding.fix.as_deref().unwrap_or(""), "the database lacks something walhook streams without");

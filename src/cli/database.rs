@@ -47,6 +47,11 @@ async fn check_source(config: &Config, client: &tokio_postgres::Client) -> anyho
     )
     .await
     .context("checking the database")?;
+    let mut findings = findings;
+    if config.source.failover {
+        let failover = prerequisites::failover::check(client, &config.source.slot).await;
+        findings.extend(failover.context("checking the failover slot")?);
+    }
     for finding in &findings {
         println!("{finding}");
     }
@@ -182,6 +187,7 @@ fn target<'a>(config: &'a Config, tables: &'a [&'a crate::model::TableName]) -> 
         publication: &config.source.publication,
         tables,
         canary: config.source.canary.as_ref(),
+        failover: config.source.failover,
     }
 }
 

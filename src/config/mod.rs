@@ -60,6 +60,9 @@ pub struct SourceConfig {
     /// The canary table: walhook writes a row to it in a transaction of its own and checks
     /// that the stream carries it (see `source::canary`). `None`: no canary.
     pub canary: Option<TableName>,
+    /// Create the slot as a failover slot (Postgres 17+), so that it is synchronized to
+    /// physical standbys and survives a promotion.
+    pub failover: bool,
 }
 
 /// Where walhook keeps what it must remember (`[state]`).

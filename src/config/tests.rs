@@ -132,6 +132,18 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.events[0].operations, Operation::ALL.to_vec());
 }
 
+#[test]
+fn a_failover_slot_is_asked_for_in_source_and_off_by_default() {
+    let config = parse(&with_state(""), Path::new("dir"), &env).unwrap();
+    assert!(!config.source.failover);
+    let text = with_state("").replace(
+        "source.url = \"postgres://localhost/app\"",
+        "source.url = \"postgres://localhost/app\"\n        source.failover = true",
+    );
+    let config = parse(&text, Path::new("dir"), &env).unwrap();
+    assert!(config.source.failover);
+}
+
 /// A config with `state` as its `[state]` section.
 fn with_state(state: &str) -> String {
     format!(
