@@ -40,6 +40,8 @@ use crate::telemetry::{Health, Role};
 /// A standby polls at most this often and at least this seldom.
 const POLL_MIN: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_secs(1);
+/// How often a leader looks whether the source opened a new walsender, to record it.
+const WALSENDER_LOOK: Duration = Duration::from_millis(100);
 
 /// Streams and delivers whenever this walhook leads, stands by otherwise, until `signal`
 /// resolves: then a leader drains and releases its lease, and a standby just ends.
@@ -84,7 +86,7 @@ impl std::fmt::Display for Lost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Lost::NotRenewed => "lease not renewed in time (the state database did not answer, or this walhook was paused)",
-            Lost::Ended => "lease ran out or another walhook took over (its session was ended)",
+            Lost::Ended => "lease ran out or another walhook took over",
             Lost::Refused => "the state refused a write: another walhook took over",
         })
     }
@@ -121,8 +123,10 @@ async fn terms(
         {
             warn!(epoch, error = %busy, "stepping down: the slot did not become free");
             release(&mut term).await;
-            sleep(lease).await;
-            continue;
+            tokio::select! {
+                () = sleep(lease) => continue,
+                () = stop.cancelled() => return Ok(()),
+            }
         }
         health.set_role(Role::Leader);
         let ended = tokio::select! {
@@ -312,8 +316,9 @@ async fn free_the_slot(
     }
 }
 
-/// Renews the lease every `lease / 4` while this walhook leads (step 3); returns when it can
-/// no longer.
+/// Renews the lease every `lease / 4` while this walhook leads (step 3), and at once when the
+/// source opened a new walsender, so the lease names it before a standby may need it; returns
+/// when it can no longer.
 async fn keep_lease(
     term: &mut Term,
     store: &PostgresStore,
@@ -322,7 +327,9 @@ async fn keep_lease(
     health: &Health,
 ) -> Lost {
     let every = lease / 4;
+    let look = every.min(WALSENDER_LOOK);
     let mut next = tokio::time::Instant::now() + every;
+    let mut recorded = None;
     loop {
         let Some(end) = licence.ends_at().map(tokio::time::Instant::from_std) else {
             return Lost::NotRenewed;
@@ -330,7 +337,11 @@ async fn keep_lease(
         tokio::select! {
             biased;
             () = sleep_until(end) => return Lost::NotRenewed,
-            () = sleep_until(next) => {}
+            () = sleep_until(next.min(tokio::time::Instant::now() + look)) => {}
+        }
+        let walsender = health.walsender_pid();
+        if tokio::time::Instant::now() < next && walsender == recorded {
+            continue;
         }
         next = tokio::time::Instant::now() + every;
         let sent = Instant::now();
@@ -349,11 +360,12 @@ async fn keep_lease(
                 Err(_) => return Lost::NotRenewed,
             }
         }
-        let renewal = term
-            .session
-            .renew(term.epoch, lease, health.walsender_pid());
+        let renewal = term.session.renew(term.epoch, lease, walsender);
         match timeout_at(end, renewal).await {
-            Ok(Ok(true)) => licence.extend_to(sent + lease * 3 / 4),
+            Ok(Ok(true)) => {
+                licence.extend_to(sent + lease * 3 / 4);
+                recorded = walsender;
+            }
             Ok(Ok(false)) => return Lost::Ended,
             Ok(Err(e)) => {
                 warn!(error = %crate::error_chain(&e), "cannot renew the leadership lease; trying again")

@@ -47,6 +47,10 @@ impl Cluster {
     /// Items, an oracle, a receiver with `/ok` (always 200) and `/failing` (503 until
     /// `failing_up`), and a config with the state in the source database.
     pub async fn new() -> Cluster {
+        Cluster::with_lease(LEASE).await
+    }
+
+    pub async fn with_lease(lease: Duration) -> Cluster {
         let db = TestDb::new().await;
         let client = db.client().await;
         let oracle = items_with_oracle(&client, db.name()).await;
@@ -86,7 +90,7 @@ impl Cluster {
                 "#,
                 source = source_section(&db.url(), db.name()),
                 state = db.url(),
-                lease = LEASE.as_millis(),
+                lease = lease.as_millis(),
                 ok = receiver.url("/ok"),
                 failing = receiver.url("/failing"),
             ),
@@ -364,5 +368,31 @@ async fn leader_kills(kills: usize) {
     println!("takeovers after a SIGKILL with a {LEASE:?} lease: {takeovers:?}");
     // AND once `failing` is back, both subscribers got every committed change, with the ids
     // the changes give, each row's changes first delivered in commit order
+    cluster.finish(writer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_stops_hands_over_at_once() {
+    // GIVEN two walhooks with a long lease, one leading
+    let lease = Duration::from_secs(20);
+    let mut cluster = Cluster::with_lease(lease).await;
+    cluster.start();
+    cluster.start();
+    let (leader, epoch) = cluster.wait_leader(0, None, Duration::from_secs(60)).await;
+    let writer = Writer::start(&cluster.db, 3);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // WHEN the leader is stopped (SIGTERM): it drains and exits 0
+    let stopped = cluster.walhooks.remove(leader);
+    cluster.listens.remove(leader);
+    let pid = stopped.pid();
+    let at = Instant::now();
+    let output = stopped.stop().await;
+    assert!(
+        output.contains("stepping down: leadership released"),
+        "{output}"
+    );
+    // THEN the standby leads long before the lease could have run out: it was released
+    cluster.wait_leader(epoch, Some(pid), lease / 4).await;
+    println!("takeover after a graceful stop: {:?}", at.elapsed());
     cluster.finish(writer).await;
 }
