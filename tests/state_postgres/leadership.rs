@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::e2e_more::{dead_letters, walhook_cli};
 use crate::faults::harness::{
     check, deliveries, fresh_dir, items_with_oracle, source_section, wait_all, walhook_command,
     write_config, Oracle, Process, Rng,
@@ -32,6 +33,8 @@ pub(super) struct Cluster {
     pub receiver: Receiver,
     /// Whether `/failing` answers 200 (else 503).
     pub failing_up: Arc<AtomicBool>,
+    /// Whether `/refusing` answers 400 to row 1's events (dead letters), else 200.
+    refusing: Arc<AtomicBool>,
     /// (path, webhook-id, attempt) of each request answered 200.
     accepted: Arc<Mutex<HashSet<(String, String, u32)>>>,
     pub config: PathBuf,
@@ -44,8 +47,9 @@ pub(super) struct Cluster {
 pub(super) type LeaseRow = (i64, u32, Option<i32>, bool);
 
 impl Cluster {
-    /// Items, an oracle, a receiver with `/ok` (always 200) and `/failing` (503 until
-    /// `failing_up`), and a config with the state in the source database.
+    /// Items, an oracle, a receiver with `/ok` (always 200), `/failing` (503 until
+    /// `failing_up`) and `/refusing` (400 to row 1's events, until `finish`), and a config with
+    /// the state in the source database.
     pub async fn new() -> Cluster {
         Cluster::with_lease(LEASE).await
     }
@@ -56,10 +60,17 @@ impl Cluster {
         let oracle = items_with_oracle(&client, db.name()).await;
         let failing_up = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(Mutex::new(HashSet::new()));
-        let (up, record) = (failing_up.clone(), accepted.clone());
+        let refusing = Arc::new(AtomicBool::new(true));
+        let (up, refuse, record) = (failing_up.clone(), refusing.clone(), accepted.clone());
         let receiver = Receiver::with_policy(move |r, attempt| {
             if r.path == "/failing" && !up.load(Ordering::SeqCst) {
                 return Reply::status(503);
+            }
+            if r.path == "/refusing"
+                && refuse.load(Ordering::SeqCst)
+                && r.json()["data"]["row"]["id"].as_i64() == Some(1)
+            {
+                return Reply::status(400);
             }
             let id = r.header("webhook-id").unwrap_or_default().to_string();
             record.lock().unwrap().insert((r.path.clone(), id, attempt));
@@ -83,16 +94,19 @@ impl Cluster {
                 [subscribers.failing]
                 url = "{failing}"
                 retry = {{ initial = "200ms", max = "1s" }}
+                [subscribers.refusing]
+                url = "{refusing}"
                 [[events]]
                 type = "item.changed"
                 table = "public.items"
-                subscribers = ["ok", "failing"]
+                subscribers = ["ok", "failing", "refusing"]
                 "#,
                 source = source_section(&db.url(), db.name()),
                 state = db.url(),
                 lease = lease.as_millis(),
                 ok = receiver.url("/ok"),
                 failing = receiver.url("/failing"),
+                refusing = receiver.url("/refusing"),
             ),
         );
         Cluster {
@@ -101,6 +115,7 @@ impl Cluster {
             oracle: Some(oracle),
             receiver,
             failing_up,
+            refusing,
             accepted,
             config,
             walhooks: Vec::new(),
@@ -257,29 +272,67 @@ impl Cluster {
             .contains(&(r.path.clone(), id, r.attempt))
     }
 
-    /// Brings `/failing` up, waits until both subscribers got every committed change, checks
-    /// ids and per-row order, and stops every walhook cleanly.
+    /// Brings `/failing` up, waits until it and `/ok` got every committed change; then lets
+    /// `/refusing` take row 1, replays its dead letters with `walhook dead-letters replay`,
+    /// and waits until it got everything too; checks ids and per-row order on all three, and
+    /// stops every walhook cleanly.
     pub async fn finish(mut self, writer: Writer) {
-        writer.stop().await;
+        let commits = writer.stop().await;
         self.failing_up.store(true, Ordering::SeqCst);
         let oracle = self.oracle.take().unwrap();
         let expected = oracle.expected(&self.client).await;
         assert!(!expected.is_empty());
         let this = &self;
+        let within = Duration::from_secs(90);
         wait_all(
             || this.receiver.requests(),
             &["/ok", "/failing"],
             |r| this.was_accepted(r),
             &expected,
-            Duration::from_secs(90),
+            within,
+        )
+        .await;
+        // Row 1's events for `refusing` are dead letters, listed from the Postgres state,
+        // once every event is settled; replayed, they arrive in order.
+        let row_1 = expected.iter().filter(|e| e.row == 1).count();
+        assert!(row_1 > 0, "the writer never wrote row 1");
+        let deadline = Instant::now() + within;
+        loop {
+            let letters = dead_letters(&self.config).await;
+            let refusing = letters.iter().filter(|l| l[0] == "refusing").count();
+            if refusing == row_1 && self.held("refusing").await == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{refusing} of {row_1} dead letters"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.refusing.store(false, Ordering::SeqCst);
+        let replayed = walhook_cli(&self.config, &["dead-letters", "replay"]).await;
+        assert!(
+            replayed.starts_with(&format!("{row_1} dead letter(s) put back")),
+            "{replayed}"
+        );
+        wait_all(
+            || this.receiver.requests(),
+            &["/refusing"],
+            |r| this.was_accepted(r),
+            &expected,
+            within,
         )
         .await;
         let requests = self.receiver.requests();
-        for path in ["/ok", "/failing"] {
+        for path in ["/ok", "/failing", "/refusing"] {
             let got = deliveries(&requests, path, |r| self.was_accepted(r));
             let found = check(path, &expected, &got);
             assert_eq!(found.events, expected.len());
         }
+        println!(
+            "{commits} transactions; {} events checked by id on each of 3 subscribers; {row_1} dead letters replayed",
+            expected.len()
+        );
         for walhook in self.walhooks.drain(..) {
             walhook.stop().await;
         }
