@@ -3,6 +3,7 @@
 //! wrong (a schema it must refuse, a user without privileges, a lost connection, writers in
 //! two processes).
 
+mod check;
 mod contract;
 mod fencing;
 mod leadership;
