@@ -80,6 +80,7 @@ enum Lost {
     NotRenewed,
     Ended,
     Refused,
+    StateGone,
 }
 
 impl std::fmt::Display for Lost {
@@ -88,6 +89,7 @@ impl std::fmt::Display for Lost {
             Lost::NotRenewed => "lease not renewed in time (the state database did not answer, or this walhook was paused)",
             Lost::Ended => "lease ran out or another walhook took over",
             Lost::Refused => "the state refused a write: another walhook took over",
+            Lost::StateGone => "the state database was lost; standing by until it answers, then taking over again once the lease ran out",
         })
     }
 }
@@ -158,8 +160,19 @@ async fn still_leads(
     let Err(error) = &outcome else {
         return Ok(outcome);
     };
-    if refused(error) {
+    if caused_by(error, |e| matches!(e, StateError::PostgresNotLeader { .. })) {
         return Err(Lost::Refused);
+    }
+    // Nothing was settled that the state does not hold: stand by (and take over again once
+    // it answers and the lease ran out) instead of exiting.
+    let gone = |e: &StateError| {
+        matches!(
+            e,
+            StateError::PostgresLost { .. } | StateError::PostgresUnreachable { .. }
+        )
+    };
+    if caused_by(error, gone) {
+        return Err(Lost::StateGone);
     }
     match term.session.lease().await {
         Ok(Some(l)) if l.epoch != term.epoch || l.expired => Err(Lost::Ended),
@@ -167,13 +180,14 @@ async fn still_leads(
     }
 }
 
-fn refused(error: &AppError) -> bool {
+/// Whether a [`StateError`] for which `kind` holds is in `error`'s chain.
+fn caused_by(error: &AppError, kind: impl Fn(&StateError) -> bool) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
-        if matches!(
-            e.downcast_ref::<StateError>(),
-            Some(StateError::PostgresNotLeader { .. })
-        ) {
+        // A worker's error holds its cause boxed.
+        let state = (e.downcast_ref::<StateError>())
+            .or_else(|| e.downcast_ref::<Box<StateError>>().map(|b| &**b));
+        if state.is_some_and(&kind) {
             return true;
         }
         cause = e.source();
@@ -394,4 +408,29 @@ fn holder_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".into());
     format!("{host} pid {}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::WorkerError;
+
+    #[test]
+    fn a_state_error_is_found_in_a_workers_error_chain() {
+        let lost = || StateError::PostgresUnreachable {
+            place: "db".into(),
+            source: "refused".into(),
+        };
+        let worker = AppError::Worker(WorkerError {
+            subscriber: "s".into(),
+            source: Box::new(lost()),
+        });
+        let unreachable = |e: &StateError| matches!(e, StateError::PostgresUnreachable { .. });
+        assert!(caused_by(&worker, unreachable));
+        assert!(caused_by(&AppError::State(lost()), unreachable));
+        assert!(!caused_by(&worker, |e| matches!(
+            e,
+            StateError::PostgresNotLeader { .. }
+        )));
+    }
 }

@@ -38,6 +38,8 @@ pub(super) struct Cluster {
     /// (path, webhook-id, attempt) of each request answered 200.
     accepted: Arc<Mutex<HashSet<(String, String, u32)>>>,
     pub config: PathBuf,
+    /// Where the state is: the source database unless a test says otherwise.
+    state_url: String,
     pub walhooks: Vec<Process>,
     /// Where each walhook serves `/ready` and `/metrics`, by the index of `walhooks`.
     pub listens: Vec<SocketAddr>,
@@ -55,6 +57,11 @@ impl Cluster {
     }
 
     pub async fn with_lease(lease: Duration) -> Cluster {
+        Cluster::with_state(lease, None).await
+    }
+
+    /// With the state at `state_url` (default: the source database).
+    pub async fn with_state(lease: Duration, state_url: Option<String>) -> Cluster {
         let db = TestDb::new().await;
         let client = db.client().await;
         let oracle = items_with_oracle(&client, db.name()).await;
@@ -77,6 +84,7 @@ impl Cluster {
             Reply::ok()
         })
         .await;
+        let state_url = state_url.unwrap_or_else(|| db.url());
         let dir = fresh_dir(&format!("{}-leaders", db.name()));
         let config = write_config(
             &dir,
@@ -102,7 +110,7 @@ impl Cluster {
                 subscribers = ["ok", "failing", "refusing"]
                 "#,
                 source = source_section(&db.url(), db.name()),
-                state = db.url(),
+                state = state_url,
                 lease = lease.as_millis(),
                 ok = receiver.url("/ok"),
                 failing = receiver.url("/failing"),
@@ -118,6 +126,7 @@ impl Cluster {
             refusing,
             accepted,
             config,
+            state_url,
             walhooks: Vec::new(),
             listens: Vec::new(),
         }
@@ -183,8 +192,8 @@ impl Cluster {
 
     /// The lease as the state holds it; `None` before any walhook led.
     pub async fn lease(&self) -> Option<LeaseRow> {
-        let made: bool = self
-            .client
+        let state = crate::support::connect(&self.state_url).await;
+        let made: bool = state
             .query_one(
                 "SELECT to_regclass('walhook_state.leader') IS NOT NULL",
                 &[],
@@ -195,8 +204,7 @@ impl Cluster {
         if !made {
             return None;
         }
-        let row = self
-            .client
+        let row = state
             .query_opt(
                 "SELECT epoch, holder, walsender_pid, expires_at <= clock_timestamp()
                    FROM walhook_state.leader",
@@ -254,7 +262,8 @@ impl Cluster {
 
     /// Events of `subscriber` held in the state.
     pub async fn held(&self, subscriber: &str) -> i64 {
-        self.client
+        crate::support::connect(&self.state_url)
+            .await
             .query_one(
                 "SELECT count(*) FROM walhook_state.pending WHERE subscriber = $1",
                 &[&subscriber],
@@ -447,5 +456,29 @@ async fn a_leader_that_stops_hands_over_at_once() {
     // THEN the standby leads long before the lease could have run out: it was released
     cluster.wait_leader(epoch, Some(pid), lease / 4).await;
     println!("takeover after a graceful stop: {:?}", at.elapsed());
+    cluster.finish(writer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_database_down_for_longer_than_the_lease_loses_nothing() {
+    // GIVEN one walhook leading, its state in a cluster of its own, a writer committing
+    let state = crate::support::Cluster::start("");
+    let mut cluster = Cluster::with_state(LEASE, Some(state.superuser_url("postgres"))).await;
+    cluster.start();
+    let (_, epoch) = cluster.wait_leader(0, None, Duration::from_secs(60)).await;
+    let writer = Writer::start(&cluster.db, 5);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // WHEN the state database stops for longer than the lease, and starts again
+    tokio::task::block_in_place(|| state.stop());
+    tokio::time::sleep(LEASE * 2).await;
+    tokio::task::block_in_place(|| state.start_again());
+    // THEN walhook, which stopped leading meanwhile, leads again in a new term, still the
+    // same process, and loses nothing
+    let (_, again) = cluster
+        .wait_leader(epoch, None, Duration::from_secs(30))
+        .await;
+    assert!(again > epoch);
+    let output = cluster.walhooks[0].output();
+    assert!(output.contains("leadership lost"), "{output}");
     cluster.finish(writer).await;
 }
