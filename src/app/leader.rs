@@ -137,6 +137,12 @@ async fn terms(
         };
         let lost = match ended {
             Ok(lost) => lost,
+            // Stopping: whatever the drain met, this walhook ends with it.
+            Err(outcome) if stop.is_cancelled() => {
+                release(&mut term).await;
+                info!(epoch, "stepping down: leadership released");
+                return outcome;
+            }
             Err(outcome) => match still_leads(&mut term, outcome).await {
                 Ok(result) => {
                     release(&mut term).await;
