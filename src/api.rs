@@ -25,7 +25,7 @@ use crate::state::Store;
 
 mod controls;
 use crate::telemetry::{
-    self, Health, DELIVERY_LATENCY, RATE_LIMIT_WAIT, REQUEST_DURATION, STATUS_UPDATE_AGE,
+    self, Health, Role, DELIVERY_LATENCY, RATE_LIMIT_WAIT, REQUEST_DURATION, STATUS_UPDATE_AGE,
 };
 use controls::Controls;
 
@@ -196,13 +196,35 @@ async fn render_metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse
 
 async fn ready(State(state): State<Arc<ApiState>>) -> (StatusCode, String) {
     let health = &state.health;
+    // A standby is ready for what it does, standing by, while it can take over; it answers
+    // 200 so that rolling updates and readiness alerts treat it as up (README, "Running two or
+    // more"), and says which it is. `walhook_leader` tells them apart in metrics.
+    match health.role() {
+        Role::Standby => return (StatusCode::OK, "standby\n".to_string()),
+        Role::StandbyUnreachable => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "standby, but the state database is unreachable: it could not take over\n"
+                    .to_string(),
+            )
+        }
+        Role::Single | Role::Leader => {}
+    }
+    let leads = if health.role() == Role::Leader {
+        "leader, "
+    } else {
+        ""
+    };
     match readiness(
         health.is_streaming(),
         health.status_age_secs(),
         state.status_limit,
     ) {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        Ok(()) => (StatusCode::OK, format!("{leads}ready\n")),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{leads}{reason}\n"),
+        ),
     }
 }
 

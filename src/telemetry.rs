@@ -1,7 +1,7 @@
 //! Metric and label names, in one place (they are public interface: dashboards and alerts use
 //! them), and the health that `/ready` reports.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Changes decoded from the stream (counter).
@@ -34,6 +34,9 @@ pub const CONFIRMED_LSN: &str = "walhook_confirmed_lsn";
 pub const REPLICATION_UP: &str = "walhook_replication_connected";
 /// Seconds since the last standby status update was sent (gauge, set when scraped).
 pub const STATUS_UPDATE_AGE: &str = "walhook_status_update_age_seconds";
+
+/// 1 while this walhook leads (streams and delivers), 0 while it stands by (gauge).
+pub const LEADER: &str = "walhook_leader";
 
 /// Canaries the walsender passed without sending them (counter; see `source.canary`).
 pub const CANARY_GAPS: &str = "walhook_canary_gaps_total";
@@ -93,20 +96,72 @@ pub fn describe() {
         "1 while the replication connection streams, else 0"
     );
     describe_gauge!(
+        LEADER,
+        "1 while this walhook leads (streams and delivers), 0 while it stands by"
+    );
+    describe_gauge!(
         STATUS_UPDATE_AGE,
         "Seconds since the last standby status update was sent"
     );
 }
 
-/// What `/ready` and the status-age gauge read; written by the source.
+/// What this walhook does among those that share its config (see `app::leader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The only one: its state is an SQLite file.
+    Single,
+    /// It streams and delivers; others may stand by.
+    Leader,
+    /// It waits to take over, and can: it reaches the state database.
+    Standby,
+    /// It waits to take over, but cannot reach the state database now.
+    StandbyUnreachable,
+}
+
+/// What `/ready` and the status-age gauge read; written by the source and the leadership.
 #[derive(Debug, Default)]
 pub struct Health {
     streaming: AtomicBool,
     /// Unix milliseconds of the last standby status update; 0 = never.
     last_status_ms: AtomicI64,
+    /// The [`Role`], as its index.
+    role: AtomicU8,
+    /// The walsender serving the replication connection (0: none yet), which the leader
+    /// records in its lease so a standby knows which to end.
+    walsender_pid: AtomicI32,
 }
 
 impl Health {
+    pub fn set_role(&self, role: Role) {
+        let index = match role {
+            Role::Single => 0,
+            Role::Leader => 1,
+            Role::Standby => 2,
+            Role::StandbyUnreachable => 3,
+        };
+        self.role.store(index, Ordering::Relaxed);
+        let leads = matches!(role, Role::Single | Role::Leader);
+        metrics::gauge!(LEADER).set(if leads { 1.0 } else { 0.0 });
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            1 => Role::Leader,
+            2 => Role::Standby,
+            3 => Role::StandbyUnreachable,
+            _ => Role::Single,
+        }
+    }
+
+    pub fn set_walsender_pid(&self, pid: i32) {
+        self.walsender_pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// The walsender of the current replication connection, if one was opened.
+    pub fn walsender_pid(&self) -> Option<i32> {
+        Some(self.walsender_pid.load(Ordering::Relaxed)).filter(|&pid| pid != 0)
+    }
+
     pub fn set_streaming(&self, up: bool) {
         self.streaming.store(up, Ordering::Relaxed);
         metrics::gauge!(REPLICATION_UP).set(if up { 1.0 } else { 0.0 });

@@ -8,6 +8,7 @@ use walhook::model::TableName;
 
 use crate::support::{connect, Cluster, TestDb};
 
+mod failover;
 mod others;
 
 fn orders() -> TableName {

@@ -3,8 +3,12 @@
 //! wrong (a schema it must refuse, a user without privileges, a lost connection, writers in
 //! two processes).
 
+mod check;
 mod contract;
+mod fencing;
+mod leadership;
 mod migrate;
+mod pause;
 mod run;
 mod server;
 

@@ -41,6 +41,7 @@ use tracing::{error, info, warn};
 use crate::api::{self, ApiError};
 use crate::backfill::{self, Windows};
 use crate::config::Config;
+use crate::config::{Secret, StateConfig};
 use crate::database::prerequisites::{self, Expectations, NotReady, Verdict};
 use crate::database::provision::{self, ProvisionError, Target};
 use crate::database::slot_guard::{self, SlotProblem};
@@ -50,18 +51,24 @@ use crate::model::Lsn;
 use crate::source::{
     self, connect_sql, ConnectError, ConnectSpec, SourceError, SourceSettings, SpecError,
 };
-use crate::state::{AckTracker, PeriodicWrite, SqliteStore, StateError, Store, UnixMillis};
-use crate::telemetry::Health;
+use crate::state::{
+    AckTracker, PeriodicWrite, PostgresStore, SqliteStore, StateError, Store, UnixMillis,
+};
+use crate::telemetry::{Health, Role};
 
 #[cfg(test)]
 mod error_tests;
 mod guard;
+mod leader;
+mod licence;
 mod pipeline;
+mod single;
 pub mod subscribers;
 #[cfg(test)]
 mod tests;
 
 use guard::guard_slot;
+use licence::{Licence, Licensed};
 use pipeline::{Inputs, Pipeline};
 
 /// Jobs a worker's queue holds before the pipeline waits for it.
@@ -102,13 +109,16 @@ pub enum AppError {
     Slot(#[from] SlotProblem),
     #[error("cannot read the slot's position")]
     Sql(#[from] tokio_postgres::Error),
+    /// Another `walhook run` uses the SQLite state file.
+    #[error(transparent)]
+    StateInUse(#[from] single::StateInUse),
 }
 
 /// Streams and delivers until `signal` resolves, then drains: requests in flight finish,
 /// queued events are stored, the final confirmed LSN is sent, and the stream ends cleanly (see
-/// the module's docs for the order).
+/// the module's docs for the order). With the state in Postgres, it first waits to lead, and
+/// stands by again whenever it loses leadership (see [`leader`]).
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), AppError> {
-    let spec: ConnectSpec = config.source.url.expose().parse()?;
     let health = Arc::new(Health::default());
     // Up first, so `/health` answers and `/ready` says why not while the database is prepared.
     // Dropped on an early return, which stops it as well.
@@ -116,10 +126,42 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         Some(api) => Some(api::start(api, health.clone(), config.source.status_interval).await?),
         None => None,
     };
-    let store = open_state(&config).await?;
-    if let Some(api) = &api {
-        api.attach_state(Arc::new(config.clone()), store.clone());
+    let outcome = match &config.state {
+        StateConfig::File { path } => {
+            health.set_role(Role::Single);
+            let store = open_state(&config).await?;
+            let _only_one = single::lock_state_file(path)?;
+            if let Some(api) = &api {
+                api.attach_state(Arc::new(config.clone()), store.clone());
+            }
+            lead(&config, store, &health, Licence::unlimited(), signal).await
+        }
+        StateConfig::Postgres { url, schema, lease } => {
+            let store = Arc::new(open_postgres_state(url, schema).await?);
+            if let Some(api) = &api {
+                let shared: Arc<dyn Store> = store.clone();
+                api.attach_state(Arc::new(config.clone()), shared);
+            }
+            leader::run(&config, store, *lease, &health, signal).await
+        }
+    };
+    if let Some(api) = api {
+        api.stop().await;
     }
+    outcome
+}
+
+/// One term of streaming and delivering, with `store` and while `licence` is valid, until
+/// `signal` resolves (then it drains) or something fails.
+async fn lead(
+    config: &Config,
+    store: Arc<dyn Store>,
+    health: &Arc<Health>,
+    licence: Licence,
+    signal: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let config = config.clone();
+    let spec: ConnectSpec = config.source.url.expose().parse()?;
     log_what_the_state_holds(&config, &*store).await;
     let slot_confirmed = prepare_database(&config, &spec, &*store).await?;
     let mapper = Mapper::new(&config)?;
@@ -136,7 +178,10 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let worker = Worker::new(
             subscriber.clone(),
-            HttpSink::new(client.clone(), subscriber),
+            Licensed {
+                sink: HttpSink::new(client.clone(), subscriber),
+                licence: licence.clone(),
+            },
             WorkerContext {
                 store: store.clone(),
                 settled: settled_tx.clone(),
@@ -165,7 +210,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         slot: config.source.slot.clone(),
         publication: config.source.publication.clone(),
         status_interval: config.source.status_interval,
-        health,
+        health: health.clone(),
         canary: config
             .source
             .canary
@@ -244,9 +289,6 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     if let Err(e) = &outcome {
         error!(error = %crate::error_chain(e), "walhook stopped");
     }
-    if let Some(api) = api {
-        api.stop().await;
-    }
     outcome
 }
 
@@ -254,14 +296,18 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
 /// Postgres store connects through walhook's own connection code (sslmode, TLS, SCRAM) as the
 /// source does, so `state` needs nothing of `source`; it creates its schema if missing.
 pub async fn open_state(config: &Config) -> Result<Arc<dyn Store>, StateError> {
-    use crate::config::StateConfig;
-    use crate::source::Host;
-    use crate::state::PostgresStore;
+    match &config.state {
+        StateConfig::File { path } => Ok(Arc::new(SqliteStore::open(path)?)),
+        StateConfig::Postgres { url, schema, .. } => {
+            Ok(Arc::new(open_postgres_state(url, schema).await?))
+        }
+    }
+}
 
-    let (url, schema) = match &config.state {
-        StateConfig::File { path } => return Ok(Arc::new(SqliteStore::open(path)?)),
-        StateConfig::Postgres { url, schema } => (url, schema),
-    };
+/// Opens the Postgres store of `[state] url` and `schema` (see [`open_state`]).
+pub async fn open_postgres_state(url: &Secret, schema: &str) -> Result<PostgresStore, StateError> {
+    use crate::source::Host;
+
     let spec: ConnectSpec =
         url.expose()
             .parse()
@@ -278,12 +324,11 @@ pub async fn open_state(config: &Config) -> Result<Arc<dyn Store>, StateError> {
         })
         .collect();
     let place = format!("{}@{}/{}", spec.user, hosts.join(","), spec.dbname);
-    let store = PostgresStore::open(place, schema, move || {
+    PostgresStore::open(place, schema, move || {
         let spec = spec.clone();
         async move { connect_sql(&spec).await }
     })
-    .await?;
-    Ok(Arc::new(store))
+    .await
 }
 
 /// Awaits `work`, cancelling `token` as soon as `signal` resolves.
@@ -338,6 +383,7 @@ async fn prepare_database(
         publication: &config.source.publication,
         tables: &tables,
         canary: config.source.canary.as_ref(),
+        failover: config.source.failover,
     };
     check_prerequisites(&client, &target).await?;
     let plan = provision::plan(&client, &target).await?;
@@ -367,7 +413,7 @@ async fn check_prerequisites(
     client: &tokio_postgres::Client,
     target: &Target<'_>,
 ) -> Result<(), AppError> {
-    let findings = prerequisites::check(
+    let mut findings = prerequisites::check(
         client,
         &Expectations {
             slot: target.slot,
@@ -378,6 +424,10 @@ async fn check_prerequisites(
     )
     .await
     .map_err(AppError::Check)?;
+    if target.failover {
+        let failover = prerequisites::failover::check(client, target.slot).await;
+        findings.extend(failover.map_err(AppError::Check)?);
+    }
     prerequisites::ready_to_run(&findings)?;
     for finding in findings.iter().filter(|f| f.verdict == Verdict::Degraded) {
         warn!(problem = %finding.summary, fix = finding.fix.as_deref().unwrap_or(""), "the database lacks something walhook streams without");

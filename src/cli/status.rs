@@ -106,6 +106,9 @@ struct State {
     error: Option<String>,
     #[serde(serialize_with = "opt_lsn")]
     confirmed_lsn: Option<Lsn>,
+    /// With the state in Postgres: who leads (`None` also before any walhook led).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<leader::LeaderReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +206,7 @@ async fn read_state(config: &Config) -> (State, Vec<SubscriberStatus>) {
         exists: false,
         error: None,
         confirmed_lsn: None,
+        leader: None,
     };
     match &config.state {
         StateConfig::File { path } => {
@@ -216,19 +220,27 @@ async fn read_state(config: &Config) -> (State, Vec<SubscriberStatus>) {
                 }
             }
         }
-        StateConfig::Postgres { url, schema } => {
+        StateConfig::Postgres { url, schema, .. } => {
             state.url = Some(without_password(url.expose()));
             state.schema = Some(schema.clone());
             state.exists = true;
         }
     }
     let read = async {
-        let store = crate::app::open_state(config).await?;
-        Ok::<_, StateError>((store.confirmed().await?, store.status().await?))
+        let (store, lease): (std::sync::Arc<dyn crate::state::Store>, _) = match &config.state {
+            StateConfig::Postgres { url, schema, .. } => {
+                let store = crate::app::open_postgres_state(url, schema).await?;
+                let lease = store.lease().await?;
+                (std::sync::Arc::new(store), lease)
+            }
+            StateConfig::File { .. } => (crate::app::open_state(config).await?, None),
+        };
+        Ok::<_, StateError>((store.confirmed().await?, store.status().await?, lease))
     };
     match read.await {
-        Ok((confirmed, stored)) => {
+        Ok((confirmed, stored, lease)) => {
             state.confirmed_lsn = confirmed;
+            state.leader = lease.map(Into::into);
             (state, stored)
         }
         Err(e) => {
@@ -338,6 +350,9 @@ fn write_report(out: &mut String, r: &Report) -> fmt::Result {
         (None, false, _) => writeln!(out, "  no state yet (walhook has not run)")?,
         (None, true, Some(lsn)) => writeln!(out, "  confirmed LSN        {lsn}")?,
         (None, true, None) => writeln!(out, "  confirmed LSN        none recorded yet")?,
+    }
+    if r.state.url.is_some() && r.state.error.is_none() {
+        leader::render(out, r.state.leader.as_ref())?;
     }
     if !r.subscribers.is_empty() {
         writeln!(out, "subscribers")?;
@@ -489,5 +504,6 @@ fn opt_lsn<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
 }
 
 mod backfills;
+mod leader;
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,9 @@ pub struct SourceConfig {
     /// The canary table: walhook writes a row to it in a transaction of its own and checks
     /// that the stream carries it (see `source::canary`). `None`: no canary.
     pub canary: Option<TableName>,
+    /// Create the slot as a failover slot (Postgres 17+), so that it is synchronized to
+    /// physical standbys and survives a promotion.
+    pub failover: bool,
 }
 
 /// Where walhook keeps what it must remember (`[state]`).
@@ -73,6 +76,9 @@ pub enum StateConfig {
         /// The connection URL; holds the password, so only `expose` shows it.
         url: Secret,
         schema: String,
+        /// How long a leader's lease lasts without renewal: a standby takes over at most this
+        /// long (plus its poll) after the leader stopped renewing (see `app::leader`).
+        lease: Duration,
     },
 }
 

@@ -31,6 +31,7 @@ pub struct RawSource {
     pub lag_warn: Option<String>,
     pub max_unsettled: Option<i64>,
     pub canary: Option<String>,
+    pub failover: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -40,6 +41,7 @@ pub struct RawState {
     pub path: Option<String>,
     pub url: Option<String>,
     pub schema: Option<String>,
+    pub lease: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -141,6 +141,18 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.events[0].operations, Operation::ALL.to_vec());
 }
 
+#[test]
+fn a_failover_slot_is_asked_for_in_source_and_off_by_default() {
+    let config = parse(&with_state(""), Path::new("dir"), &env).unwrap();
+    assert!(!config.source.failover);
+    let text = with_state("").replace(
+        "source.url = \"postgres://localhost/app\"",
+        "source.url = \"postgres://localhost/app\"\n        source.failover = true",
+    );
+    let config = parse(&text, Path::new("dir"), &env).unwrap();
+    assert!(config.source.failover);
+}
+
 /// A config with `state` as its `[state]` section.
 fn with_state(state: &str) -> String {
     format!(
@@ -161,7 +173,7 @@ fn with_state(state: &str) -> String {
 fn state_in_postgres_takes_its_url_with_variables_and_a_schema() {
     let text = with_state(r#"url = "postgres://walhook:${PGPASSWORD}@state.internal:5432/app""#);
     let config = parse(&text, Path::new("dir"), &env).unwrap();
-    let StateConfig::Postgres { url, schema } = &config.state else {
+    let StateConfig::Postgres { url, schema, lease } = &config.state else {
         panic!("{:?}", config.state);
     };
     assert_eq!(
@@ -169,16 +181,19 @@ fn state_in_postgres_takes_its_url_with_variables_and_a_schema() {
         "postgres://walhook:pw@state.internal:5432/app"
     );
     assert_eq!(schema, "walhook");
+    assert_eq!(*lease, std::time::Duration::from_secs(10));
     // The password never shows.
     assert!(!format!("{config:?}").contains("pw@"));
 
     let text = with_state(
         r#"url = "postgresql://walhook@state.internal/app"
-        schema = "walhook_prod""#,
+        schema = "walhook_prod"
+        lease = "3s""#,
     );
     let config = parse(&text, Path::new("dir"), &env).unwrap();
     assert!(
-        matches!(&config.state, StateConfig::Postgres { schema, .. } if schema == "walhook_prod"),
+        matches!(&config.state, StateConfig::Postgres { schema, lease, .. }
+            if schema == "walhook_prod" && *lease == std::time::Duration::from_secs(3)),
         "{:?}",
         config.state
     );
@@ -198,6 +213,18 @@ fn state_is_a_file_or_postgres_never_both() {
     assert_eq!(
         errors,
         ["state.schema: applies only to state in Postgres: set state.url too, e.g. `url = \"postgres://walhook:${PGPASSWORD}@db.internal:5432/app\"`, or remove it"]
+    );
+    // A lease is for standbys, which only a state in Postgres allows; and it has a floor.
+    let errors = errors_of(&with_state(r#"lease = "10s""#));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("state.lease: applies only to state in Postgres"));
+    let errors = errors_of(&with_state(
+        r#"url = "postgres://walhook@state.internal/app"
+        lease = "500ms""#,
+    ));
+    assert_eq!(
+        errors,
+        ["state.lease: must be at least 1s (the leader renews it every quarter of it), e.g. `10s`; got `500ms`"]
     );
 }
 

@@ -8,6 +8,7 @@ use crate::model::TableName;
 
 use super::sql;
 
+pub mod failover;
 mod publication;
 mod slot;
 

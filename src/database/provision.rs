@@ -16,6 +16,8 @@ pub struct Target<'a> {
     pub tables: &'a [&'a TableName],
     /// The canary table (`source.canary`): created if missing, and published.
     pub canary: Option<&'a TableName>,
+    /// Create the slot as a failover slot (`source.failover`, Postgres 17+).
+    pub failover: bool,
 }
 
 /// Why the plan could not be made or applied.
@@ -27,6 +29,11 @@ pub enum ProvisionError {
         "replication slot `{slot}` is in use by process {pid}; stop the walhook using it first"
     )]
     SlotActive { slot: String, pid: i32 },
+    #[error(
+        "source.failover needs Postgres 17 or later, which has failover slots; this is Postgres \
+         {version}: remove source.failover, or upgrade Postgres"
+    )]
+    FailoverUnsupported { version: String },
     #[error("database query failed")]
     Sql(#[from] tokio_postgres::Error),
 }
@@ -126,9 +133,21 @@ pub async fn plan(
         )
         .await?
         .is_some();
+    if !slot_exists && target.failover {
+        let (number, version) = super::server_version(client).await?;
+        if number < 170_000 {
+            return Err(ProvisionError::FailoverUnsupported { version });
+        }
+    }
     if !slot_exists {
+        // Arguments: temporary, two_phase, failover (the last came in Postgres 17).
+        let failover = if target.failover {
+            ", false, false, true"
+        } else {
+            ""
+        };
         statements.push(format!(
-            "SELECT pg_create_logical_replication_slot({}, 'pgoutput');",
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput'{failover});",
             sql::literal(target.slot)
         ));
     }

@@ -94,6 +94,38 @@ pub async fn heartbeat(client: &tokio_postgres::Client) -> Result<(), tokio_post
     Ok(())
 }
 
+/// Ends walsender `pid` if it serves `slot`: the walsender of a leader whose lease ran out
+/// (see `app::leader`). The slot names it, so a pid that now serves something else is left
+/// alone. Whether it ended one.
+pub async fn end_walsender(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    pid: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+              WHERE slot_name = $1 AND active_pid = $2",
+            &[&slot, &pid],
+        )
+        .await?;
+    Ok(row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)))
+}
+
+/// The process that streams from `slot` now, if any.
+pub async fn slot_user(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<i32>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
 /// Logs (at most once per `every`) while the slot retains more than `limit` bytes.
 #[derive(Debug)]
 pub struct LagWarning {

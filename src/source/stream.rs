@@ -109,6 +109,7 @@ pub async fn stream(
 ) -> Result<(), SourceError> {
     let sql = connect_sql(&settings.spec).await?;
     let client = ReplicationClient::connect(&settings.spec).await?;
+    settings.health.set_walsender_pid(client.backend_pid());
     let stream = client
         .start_replication(&settings.slot, &settings.publication, Lsn(0))
         .await?;

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use rusqlite::ErrorCode;
 use tokio_postgres::error::SqlState;
 
+/// The SQLSTATE the state's `fence` raises for a leadership term that has ended.
+const NOT_LEADER: &str = "WK001";
+
 /// A failure whose type the store does not know: how walhook's own connection code failed to
 /// reach the state database (see `postgres::Connect`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -153,6 +156,19 @@ pub enum StateError {
         source: tokio_postgres::Error,
     },
 
+    /// This walhook led, and no longer does: another took over (its lease had run out), so
+    /// the state refuses this one's writes (the fence of its leadership term).
+    #[error(
+        "this walhook no longer leads: its lease in {place} ran out and another walhook took \
+         over or may take over, so its writes to the state are refused; it stops delivering and \
+         stands by"
+    )]
+    PostgresNotLeader {
+        place: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
     /// The user of `[state] url` lacks a privilege walhook needs on the state schema.
     #[error(
         "the user of [state] url may not {op} in schema `{schema}` of the state database {place}: \
@@ -285,6 +301,7 @@ impl StateError {
         match code {
             _ if closed || source.is_closed() => StateError::PostgresLost { place, op, source },
             Some(c) if ended(&c) => StateError::PostgresLost { place, op, source },
+            Some(c) if c.code() == NOT_LEADER => StateError::PostgresNotLeader { place, source },
             Some(c) if c == SqlState::INSUFFICIENT_PRIVILEGE => StateError::PostgresPrivilege {
                 place,
                 schema: schema.to_string(),

@@ -32,7 +32,7 @@ pub use error::{BoxError, StateError};
 pub use millis::UnixMillis;
 pub use pending::{Failure, PendingEvent, PendingInsert, Retry};
 pub use periodic::PeriodicWrite;
-pub use postgres::PostgresStore;
+pub use postgres::{inspect, Inspection, Lease, LeaseSession, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use store::{BackfillProgress, Store};
 pub use subscribers::{LastError, Pause, SubscriberStatus};

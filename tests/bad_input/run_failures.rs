@@ -338,3 +338,43 @@ async fn a_publication_without_the_table_is_completed_when_walhook_may() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn a_second_walhook_on_the_same_state_file() {
+    // GIVEN a walhook streaming with an SQLite state file, and an event held in it for a
+    // receiver that is down
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    sql.batch_execute(ITEMS).await.unwrap();
+    let name = db.name();
+    let dir = fresh_dir(&format!("{name}-same-file"));
+    let receiver = Receiver::with_policy(|_, _| crate::support::receiver::Reply::status(503)).await;
+    let config = write_config(&dir, &config_text(&db.url(), name, &receiver.url("/")));
+    let mut first = Process::run(&config);
+    wait_streaming(&sql, name, &mut first).await;
+    sql.batch_execute("INSERT INTO items VALUES (1, 0, 'x')")
+        .await
+        .unwrap();
+    receiver
+        .wait_for(|r| !r.is_empty(), Duration::from_secs(30))
+        .await;
+    // WHEN a second walhook starts with the same config, so the same state file
+    let before = receiver.requests().len();
+    let (code, output) = Process::run(&config).exit(Duration::from_secs(60)).await;
+    // THEN it exits 1 saying why and what to do, before it sent anything
+    let said = format!(
+        "error: the state file {} is in use by another `walhook run`: with an SQLite state \
+         only one walhook runs at a time. Stop the other one, or put the state in Postgres \
+         ([state] url) to run standbys beside a leader",
+        dir.join("walhook-state.db").display()
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.lines().any(|l| l == said), "{output}");
+    assert!(!output.contains("subscriber ready"), "{output}");
+    // AND the first walhook goes on retrying alone
+    receiver
+        .wait_for(|r| r.len() > before + 1, Duration::from_secs(30))
+        .await;
+    first.assert_running("the second walhook stopped");
+    first.stop().await;
+}

@@ -6,14 +6,16 @@ use super::Schema;
 
 #[tokio::test]
 async fn a_version_1_schema_keeps_a_recorded_pause_as_the_receivers() {
-    // GIVEN a schema as walhook wrote it at version 1: `billing` paused by a 410 (a reason
-    // and nothing else), `search` not paused
+    // GIVEN a schema as walhook wrote it at version 1 (no pause columns, no lease): `billing`
+    // paused by a 410 (a reason and nothing else), `search` not paused
     let schema = Schema::new().await;
     drop(schema.open().await);
     let client = schema.db.client().await;
     client
         .batch_execute(
             "ALTER TABLE walhook_state.subscribers DROP COLUMN paused_at, DROP COLUMN paused_by;
+             DROP TABLE walhook_state.leader;
+             DROP FUNCTION walhook_state.fence(bigint);
              UPDATE walhook_state.schema_version SET version = 1;
              INSERT INTO walhook_state.subscribers (name, paused_reason)
              VALUES ('billing', '410 Gone from billing.internal');
@@ -45,7 +47,7 @@ async fn a_version_1_schema_keeps_a_recorded_pause_as_the_receivers() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     // AND it resumes as any pause does
     let lifted: Option<Pause> = store.resume("billing").await.unwrap();
     assert_eq!(lifted, Some(pause));

@@ -62,7 +62,7 @@ async fn a_schema_written_by_a_newer_walhook_is_refused_with_the_fix() {
             err,
             StateError::PostgresNewerSchema {
                 found: 99,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),

@@ -50,6 +50,7 @@ fn report() -> Report {
             exists: true,
             error: None,
             confirmed_lsn: Some(Lsn(0x1_4000_1000)),
+            leader: None,
         },
         subscribers: vec![
             Subscriber {
@@ -122,6 +123,7 @@ fn renders_an_unreachable_database_a_missing_slot_and_no_state() {
         exists: false,
         error: None,
         confirmed_lsn: None,
+        leader: None,
     };
     r.subscribers = vec![subscriber("crm")];
     assert_eq!(
@@ -191,11 +193,12 @@ fn state_in_postgres_is_named_by_its_url_and_schema() {
         exists: true,
         error: None,
         confirmed_lsn: Some(Lsn(0x1_4000_1000)),
+        leader: None,
     };
     let text = render(&r);
     assert!(
         text.contains(
-            "state in Postgres postgres://walhook@state.internal:5432/app, schema walhook\n  confirmed LSN        1/40001000\n"
+            "state in Postgres postgres://walhook@state.internal:5432/app, schema walhook\n  confirmed LSN        1/40001000\n  leader               none yet (no walhook has led)\n"
         ),
         "{text}"
     );
@@ -209,6 +212,51 @@ fn state_in_postgres_is_named_by_its_url_and_schema() {
             "error": null,
             "confirmed_lsn": "1/40001000",
         })
+    );
+}
+
+#[test]
+fn the_leader_is_shown_with_its_term_and_lease() {
+    let mut r = report();
+    let leader = |expired| super::leader::LeaderReport {
+        holder: "node-a pid 42".to_string(),
+        epoch: 7,
+        since: "2026-11-30T16:00:00Z".to_string(),
+        expired,
+        renewed_ago_ms: 1200,
+        expires_in_ms: if expired { 0 } else { 8800 },
+    };
+    r.state = State {
+        path: None,
+        url: Some("postgres://walhook@state.internal:5432/app".to_string()),
+        schema: Some("walhook".to_string()),
+        exists: true,
+        error: None,
+        confirmed_lsn: None,
+        leader: Some(leader(false)),
+    };
+    let text = render(&r);
+    assert!(
+        text.contains("  leader               node-a pid 42 (term 7, since 2026-11-30T16:00:00Z, renewed 1.2s ago)\n"),
+        "{text}"
+    );
+    let value = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        value["state"]["leader"],
+        serde_json::json!({
+            "holder": "node-a pid 42",
+            "epoch": 7,
+            "since": "2026-11-30T16:00:00Z",
+            "expired": false,
+            "renewed_ago_ms": 1200,
+            "expires_in_ms": 8800,
+        })
+    );
+    r.state.leader = Some(leader(true));
+    let text = render(&r);
+    assert!(
+        text.contains("  leader               none: the lease of node-a pid 42 (term 7, last renewed 1.2s ago) ran out or was released; a standby takes over\n"),
+        "{text}"
     );
 }
 

@@ -21,6 +21,7 @@ pub(super) fn validate_source(raw: Option<RawSource>, errors: &mut Errors) -> So
             "lag_warn",
             "max_unsettled",
             "canary",
+            "failover",
         ],
     );
     let url = match raw.url {
@@ -73,5 +74,6 @@ pub(super) fn validate_source(raw: Option<RawSource>, errors: &mut Errors) -> So
         canary: raw
             .canary
             .map(|text| table_name("source.canary", text, "public.walhook_canary", errors)),
+        failover: raw.failover.unwrap_or(false),
     }
 }

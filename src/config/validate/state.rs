@@ -1,6 +1,7 @@
 //! `[state]`: where walhook keeps what it must remember, an SQLite file or a Postgres schema.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::errors::Errors;
 use crate::config::raw::RawState;
@@ -8,6 +9,10 @@ use crate::config::{Secret, StateConfig};
 
 const DEFAULT_PATH: &str = "walhook-state.db";
 const DEFAULT_SCHEMA: &str = "walhook";
+/// The default lease: a standby takes over within about 11 s of a leader's death.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Shorter leases would need renewals more often than a loaded state database answers.
+const MIN_LEASE: Duration = Duration::from_secs(1);
 const EXAMPLE_URL: &str = "postgres://walhook:${PGPASSWORD}@db.internal:5432/app";
 
 pub(super) fn validate_state(
@@ -16,7 +21,7 @@ pub(super) fn validate_state(
     errors: &mut Errors,
 ) -> StateConfig {
     let raw = raw.unwrap_or_default();
-    errors.unknown("state", &raw.unknown, &["path", "url", "schema"]);
+    errors.unknown("state", &raw.unknown, &["path", "url", "schema", "lease"]);
     if raw.url.is_some() && raw.path.is_some() {
         errors.add(
             "state.url",
@@ -27,13 +32,18 @@ pub(super) fn validate_state(
         );
     }
     let Some(url) = raw.url else {
-        if raw.schema.is_some() {
-            errors.add(
-                "state.schema",
-                format!(
-                    "applies only to state in Postgres: set state.url too, e.g. `url = \"{EXAMPLE_URL}\"`, or remove it"
-                ),
-            );
+        for (key, set) in [
+            ("state.schema", raw.schema.is_some()),
+            ("state.lease", raw.lease.is_some()),
+        ] {
+            if set {
+                errors.add(
+                    key,
+                    format!(
+                        "applies only to state in Postgres: set state.url too, e.g. `url = \"{EXAMPLE_URL}\"`, or remove it"
+                    ),
+                );
+            }
         }
         return file(raw.path, base_dir, errors);
     };
@@ -55,9 +65,20 @@ pub(super) fn validate_state(
             ),
         );
     }
+    let lease = errors.duration("state.lease", raw.lease.as_deref(), DEFAULT_LEASE);
+    if lease < MIN_LEASE {
+        errors.add(
+            "state.lease",
+            format!(
+                "must be at least 1s (the leader renews it every quarter of it), e.g. `10s`; got `{}`",
+                raw.lease.as_deref().unwrap_or_default()
+            ),
+        );
+    }
     StateConfig::Postgres {
         url: Secret::new(url),
         schema,
+        lease,
     }
 }
 

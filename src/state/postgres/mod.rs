@@ -17,6 +17,8 @@
 
 mod backfills;
 mod dead_letters;
+mod inspect;
+mod lease;
 mod pending;
 mod schema;
 mod session;
@@ -24,6 +26,7 @@ mod status;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -40,6 +43,9 @@ use crate::model::{Event, Lsn};
 use schema::Refusal;
 use session::{Params, Session, Target};
 
+pub use inspect::{inspect, Inspection};
+pub use lease::{Lease, LeaseSession};
+
 /// Opens a new connection to the database that holds the state, TLS and authentication
 /// included, and drives it on the current runtime. `app` passes walhook's own connection
 /// code, so the store imports nothing of `source` or `config`.
@@ -54,6 +60,9 @@ pub struct PostgresStore {
     target: Target,
     connect: Connect,
     session: Mutex<Option<Session>>,
+    /// The leadership term whose writes this store makes; 0: none (a command, or SQLite-like
+    /// use by one process). See [`PostgresStore::fence_writes`].
+    fence: AtomicI64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -94,6 +103,7 @@ impl PostgresStore {
                 Box::pin(async move { connecting.await.map_err(Into::into) })
             }),
             session: Mutex::new(None),
+            fence: AtomicI64::new(0),
         };
         let mut session = store.connect().await?;
         let refusal = match schema::migrate(&mut session, schema).await {
@@ -124,6 +134,26 @@ impl PostgresStore {
         }
         *store.session.lock().await = Some(session);
         Ok(store)
+    }
+
+    /// From now on, every write commits only while leadership term `epoch` leads and its
+    /// lease has not run out, and fails with [`StateError::PostgresNotLeader`] otherwise; the
+    /// check is part of the write's one round trip. `walhook run` sets it when it becomes
+    /// leader and leaves it when it loses leadership, so its late writes are refused.
+    pub fn fence_writes(&self, epoch: i64) {
+        self.fence.store(epoch, Ordering::SeqCst);
+    }
+
+    /// A new connection for the leadership lock and lease, apart from the store's own: its
+    /// session holds the lock, and a renewal never waits behind a write.
+    pub async fn lease_session(&self) -> Result<LeaseSession, StateError> {
+        let session = self.connect().await?;
+        LeaseSession::new(session, self.target.clone()).await
+    }
+
+    /// The lease as it stands (`None`: no walhook ever led with this schema).
+    pub async fn lease(&self) -> Result<Option<Lease>, StateError> {
+        lease::read_with(self).await
     }
 
     /// A new connection, checked and set up for the store.
@@ -207,7 +237,8 @@ impl PostgresStore {
             }
         };
         let session = slot.insert(session);
-        let result = match session.run(sql, params, write).await {
+        let fence = Some(self.fence.load(Ordering::SeqCst)).filter(|&epoch| epoch > 0);
+        let result = match session.run(sql, params, write, fence).await {
             Ok(rows) => read(rows),
             Err(e) => Err(session::Failure::Sql(e)),
         };

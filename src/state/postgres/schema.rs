@@ -15,7 +15,7 @@ use crate::model::{Event, Lsn};
 use crate::state::UnixMillis;
 
 /// `MIGRATIONS[i]` brings the schema from version `i` to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -126,6 +126,34 @@ ALTER TABLE {s}.subscribers ADD COLUMN paused_at bigint, ADD COLUMN paused_by te
 UPDATE {s}.subscribers
 SET paused_at = (extract(epoch FROM now()) * 1000)::bigint, paused_by = 'receiver'
 WHERE paused_reason IS NOT NULL;
+";
+
+/// Version 3: leadership (see `super::lease`). `leader` holds one row, the lease: which
+/// leadership term (`epoch`) leads, who holds it (for `walhook status` and `check`), the
+/// backends a standby must end once the lease ran out (`lock_pid` on this server, the
+/// walsender on the source), and until when it holds (the server's clock, so the hosts'
+/// clocks never matter). `fence(epoch)` raises `WK001` unless that term still leads and its
+/// lease has not run out: a leader's writes begin with it (under the write lock, which a
+/// takeover takes too), so a leader that lost its lease can no longer write.
+const V3: &str = "
+CREATE TABLE {s}.leader (
+    id            integer     PRIMARY KEY CHECK (id = 0),
+    epoch         bigint      NOT NULL CHECK (epoch > 0),
+    holder        text        NOT NULL,
+    lock_pid      integer     NOT NULL,
+    walsender_pid integer,
+    acquired_at   timestamptz NOT NULL,
+    renewed_at    timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL
+);
+
+CREATE FUNCTION {s}.fence(ours bigint) RETURNS void LANGUAGE plpgsql AS $fence$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {s}.leader WHERE epoch = ours AND expires_at > clock_timestamp()) THEN
+        RAISE EXCEPTION 'walhook leadership term % has ended', ours USING ERRCODE = 'WK001';
+    END IF;
+END
+$fence$;
 ";
 
 /// Why an existing schema cannot be used.

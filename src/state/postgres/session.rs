@@ -96,19 +96,33 @@ impl Session {
     }
 
     /// Runs `sql` (with `{s}` for the schema), prepared once per connection; a `write` in a
-    /// transaction of its own holding the write lock.
+    /// transaction of its own holding the write lock, and with a `fence` (a leadership term)
+    /// only while that term still leads (see `schema::V3`): the check is part of the BEGIN,
+    /// so it costs no round trip.
     pub async fn run(
         &mut self,
         sql: &'static str,
         params: Params<'_>,
         write: bool,
+        fence: Option<i64>,
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
         if !write {
             return self.client.query(&statement, params).await;
         }
+        let fenced;
+        let begin = match fence {
+            Some(epoch) => {
+                fenced = format!(
+                    "{}; SELECT {}.fence({epoch})",
+                    self.begin_sql, self.quoted_schema
+                );
+                &fenced
+            }
+            None => &self.begin_sql,
+        };
         let (begun, rows, committed) = tokio::join!(
-            self.client.batch_execute(&self.begin_sql),
+            self.client.batch_execute(begin),
             self.client.query(&statement, params),
             self.client.batch_execute("COMMIT"),
         );
