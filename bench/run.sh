@@ -476,8 +476,10 @@ ENDPOS="$(sql "SELECT pg_current_wal_insert_lsn()")"
 sql "INSERT INTO bench_end VALUES (2)"
 WIDE_WAL="$(sql "SELECT pg_wal_lsn_diff('$ENDPOS', restart_lsn) FROM pg_replication_slots WHERE slot_name = 'base_wide'")"
 say "Wide rows: pg_recvlogical --slot base_wide --endpos $ENDPOS ($(awk -v b="$WIDE_WAL" 'BEGIN { printf "%.0f", b / 1048576 }') MiB of WAL)"
+BASE_NS_BACKLOG="$BASE_NS"
 baseline base_wide
 WIDE_BASE_NS="$BASE_NS"
+BASE_NS="$BASE_NS_BACKLOG" # the backlog's median: every ratio of the table but wide rows'
 ENDPOS="$ENDPOS_BACKLOG"
 say "Wide rows: walhook, batch_size = 100, concurrency = 16 (slot wh_wide)"
 BACKLOG_SAVED="$BACKLOG"
