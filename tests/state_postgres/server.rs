@@ -508,3 +508,48 @@ async fn open_state_connects_with_the_urls_tls_settings_as_the_source_does() {
     );
     assert!(text.contains("TLS"), "{text}");
 }
+
+/// How many times Postgres analyzed `walhook_state.pending` (its statistics reach other
+/// sessions within about a second).
+async fn analyze_count(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(analyze_count, 0) FROM pg_stat_user_tables
+             WHERE schemaname = 'walhook_state' AND relname = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_backlog_that_grows_gets_its_tables_analyzed() {
+    // GIVEN a fresh store (whose tables nothing analyzed yet)
+    let schema = Schema::new().await;
+    let store = schema.open().await;
+    let client = schema.db.client().await;
+    let before = analyze_count(&client).await;
+
+    // WHEN fewer events than the threshold are stored, then enough to pass it
+    store
+        .store_pending("s", held((0..1_000).map(|n| event(n, &n.to_string()))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(analyze_count(&client).await, before, "analyzed too early");
+    store
+        .store_pending("s", held((1_000..50_000).map(|n| event(n, &n.to_string()))))
+        .await
+        .unwrap();
+
+    // THEN the store had Postgres analyze them, so its queries are planned with statistics
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while analyze_count(&client).await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pending was not analyzed after 50,000 events were stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -26,7 +26,7 @@ mod status;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -63,6 +63,9 @@ pub struct PostgresStore {
     /// The leadership term whose writes this store makes; 0: none (a command, or SQLite-like
     /// use by one process). See [`PostgresStore::fence_writes`].
     fence: AtomicI64,
+    /// Events stored since this store last had the held events' tables analyzed (see
+    /// `pending::ANALYZE_EVERY`).
+    stored_since_analyze: AtomicU64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -104,6 +107,7 @@ impl PostgresStore {
             }),
             session: Mutex::new(None),
             fence: AtomicI64::new(0),
+            stored_since_analyze: AtomicU64::new(0),
         };
         let mut session = store.connect().await?;
         let refusal = match schema::migrate(&mut session, schema).await {

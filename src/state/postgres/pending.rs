@@ -168,9 +168,42 @@ pub(super) async fn store(
         &statuses,
         &errors,
     ];
-    store
+    let stored = store
         .write("store pending events", STORE, &params, count)
+        .await?;
+    analyze_when_grown(store, stored).await;
+    Ok(stored)
+}
+
+/// Events stored between two ANALYZEs of the held events' tables. The queries of this module
+/// need statistics to walk `pending_head` by index (`due` sorted every due head without them:
+/// 2.3 s a call with 840,000 held, 75 ms after an ANALYZE); autovacuum analyzes a table only
+/// once a tenth of it changed, and not at all where it is off, so a backlog that grows from
+/// nothing would be read with the plans of an empty table for minutes.
+pub(super) const ANALYZE_EVERY: u64 = 50_000;
+
+const ANALYZE: &str = "ANALYZE {s}.pending, {s}.pending_head";
+
+/// Has Postgres analyze the held events' tables once `ANALYZE_EVERY` events were stored since
+/// the last time. A failure is only logged: the plans are slower without it, never wrong.
+async fn analyze_when_grown(store: &PostgresStore, stored: usize) {
+    let stored = u64::try_from(stored).unwrap_or(u64::MAX);
+    let total = store
+        .stored_since_analyze
+        .fetch_add(stored, std::sync::atomic::Ordering::Relaxed)
+        .saturating_add(stored);
+    if total < ANALYZE_EVERY {
+        return;
+    }
+    store
+        .stored_since_analyze
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = store
+        .read("analyze the held events", ANALYZE, &[], |_| Ok(()))
         .await
+    {
+        tracing::debug!(error = %crate::error_chain(&e), "cannot analyze the held events' tables");
+    }
 }
 
 pub(super) async fn due(
