@@ -148,13 +148,7 @@ pub(super) async fn resume(
     subscriber: &str,
 ) -> Result<Option<Pause>, StateError> {
     store
-        .write("lift a pause", RESUME, &[&subscriber], |rows| {
-            Ok(rows
-                .first()
-                .map(|r| pause_from_row(r, 0))
-                .transpose()?
-                .flatten())
-        })
+        .write("lift a pause", RESUME, &[&subscriber], first_pause)
         .await
 }
 
@@ -163,14 +157,17 @@ pub(super) async fn paused(
     subscriber: &str,
 ) -> Result<Option<Pause>, StateError> {
     store
-        .read("read a pause", PAUSED, &[&subscriber], |rows| {
-            Ok(rows
-                .first()
-                .map(|r| pause_from_row(r, 0))
-                .transpose()?
-                .flatten())
-        })
+        .read("read a pause", PAUSED, &[&subscriber], first_pause)
         .await
+}
+
+/// The pause in the first row, if there is a row and it holds one.
+fn first_pause(rows: Vec<Row>) -> Result<Option<Pause>, Failure> {
+    Ok(rows
+        .first()
+        .map(|r| pause_from_row(r, 0))
+        .transpose()?
+        .flatten())
 }
 
 pub(super) async fn record_success(
